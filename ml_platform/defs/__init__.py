@@ -1,0 +1,1 @@
+"""Dagster wiring only: thin assets and checks that call ``lib``."""

@@ -1,0 +1,133 @@
+"""``flight_features``: point-in-time weather, trailing aggregates and targets per flight."""
+
+from collections.abc import Iterator
+from datetime import date
+
+import dagster as dg
+
+from ml_platform.defs.common import AssetBuild
+from ml_platform.defs.publish import (
+    PartitionResult,
+    partition_metadata,
+    previous_version,
+    read_pinned,
+    recorded_pins,
+    report,
+    write_or_reuse,
+)
+from ml_platform.lib import hashing
+from ml_platform.lib.features import transforms
+from ml_platform.lib.features.transforms import build_flight_features, feature_invariants
+from ml_platform.lib.storage import PARTITION_COLUMN, delta
+from ml_platform.lib.versioning import code_version_of
+from ml_platform.partitions import upstream_keys
+from ml_platform.resources import VersionedStoreResource
+
+NAME = "flight_features"
+FLIGHTS = "validated_flights"
+WEATHER = "validated_weather"
+INVARIANTS = {
+    "no_look_ahead": "Weather observed strictly before departure; aggregates cut off before the day.",
+    "complete": "One feature row per validated flight of the day: nothing dropped, nothing added.",
+    "targets_consistent": "is_delayed == (arr_delay > 15), null exactly for cancelled/diverted flights.",
+}
+
+
+def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
+    """The feature asset."""
+    code_version = code_version_of(transforms, delta, hashing)
+    parts = build.partitioning
+
+    @dg.asset(
+        name=NAME,
+        group_name="features",
+        kinds={"polars", "delta"},
+        deps=[
+            dg.AssetDep(FLIGHTS, partition_mapping=parts.flights_window),
+            dg.AssetDep(WEATHER, partition_mapping=parts.weather_window),
+        ],
+        partitions_def=parts.daily,
+        backfill_policy=build.backfill_policy,
+        code_version=code_version,
+        description=(
+            "One row per scheduled flight of the day: calendar features, the latest weather observed"
+            " before departure (as-of join), trailing 7- and 28-day delay aggregates per origin,"
+            " carrier and route (through a TimeWindowPartitionMapping over validated_flights), and"
+            " the targets arr_delay and is_delayed. Cancelled and diverted flights are kept and"
+            " marked (flight_status, has_target)."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                name, asset=NAME, blocking=True, partitions_def=build.check_partitions(), description=text
+            )
+            for name, text in INVARIANTS.items()
+        ],
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, versioned_store: VersionedStoreResource
+    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:  # type: ignore[type-arg]
+        store = versioned_store.store()
+        results = []
+        for partition in context.partition_keys:
+            day = date.fromisoformat(partition)
+            flight_pins = recorded_pins(
+                context.instance,
+                dg.AssetKey(FLIGHTS),
+                upstream_keys(parts.flights_window, parts.daily, partition),
+                table=FLIGHTS,
+            )
+            weather_pins = recorded_pins(
+                context.instance,
+                dg.AssetKey(WEATHER),
+                upstream_keys(parts.weather_window, parts.daily, partition),
+                table=WEATHER,
+            )
+            flights = read_pinned(store, flight_pins).drop(PARTITION_COLUMN)
+            weather = read_pinned(store, weather_pins).drop(PARTITION_COLUMN)
+            frame = build_flight_features(day, flights, weather)
+            outcomes = feature_invariants(frame, flights.filter(flights["flight_date"] == day))
+            checks = [
+                dg.AssetCheckResult(
+                    check_name=o.name,
+                    passed=o.passed,
+                    metadata={"partition": partition, "violations": o.violations, "rule": o.description},
+                )
+                for o in outcomes
+            ]
+            failed = [o for o in outcomes if not o.passed]
+            if failed:
+                yield from checks
+                raise dg.Failure(
+                    description=f"{NAME}[{partition}]: invariant(s) failed, nothing published: "
+                    + "; ".join(f"{o.name} ({o.violations} {o.description})" for o in failed),
+                    metadata={"partition": partition},
+                )
+            previous = previous_version(context.instance, context.asset_key, partition, NAME)
+            version, skipped = write_or_reuse(store, NAME, partition, frame, previous)
+            context.log.info(
+                f"{NAME}[{partition}]: {version.row_count} rows from {len(flight_pins)} flight and"
+                f" {len(weather_pins)} weather partitions -> table version {version.table_version}"
+            )
+            results.append(
+                PartitionResult(
+                    partition,
+                    version,
+                    partition_metadata(
+                        version,
+                        frame,
+                        table_uri=store.table_uri(NAME),
+                        upstream=[*flight_pins, *weather_pins],
+                        code_version=code_version,
+                        build=build.build,
+                        skipped=skipped,
+                        extra={
+                            "features/weather_coverage": float(frame["weather_observed_at"].is_not_null().sum() / frame.height),
+                            "features/rows_without_target": int((~frame["has_target"]).sum()),
+                        },
+                    ),
+                    checks=checks,
+                )
+            )
+        yield report(context, results)
+
+    return [_asset]

@@ -1,0 +1,1 @@
+"""Pure, typed logic of the platform. Nothing under ``lib`` imports dagster."""

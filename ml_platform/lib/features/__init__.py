@@ -1,0 +1,1 @@
+"""Feature engineering: point-in-time weather, trailing aggregates and targets."""

@@ -1,0 +1,48 @@
+"""Code versions and git commits recorded in lineage."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import subprocess
+from pathlib import Path
+from types import ModuleType
+
+
+def code_version_of(*modules: ModuleType) -> str:
+    """Return a short digest of the source of ``modules``.
+
+    An asset's code version is the digest of the ``lib`` modules that compute it, so any change to
+    its logic marks its partitions stale in Dagster, and an unchanged module keeps its version.
+    """
+    digest = hashlib.sha256()
+    for module in sorted(modules, key=lambda m: m.__name__):
+        digest.update(module.__name__.encode())
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()[:16]
+
+
+def git_commit(root: Path) -> str:
+    """Return ``HEAD``'s commit of the checkout at ``root``, with ``-dirty`` when it has changes.
+
+    Returns ``"unavailable"`` when ``root`` is not a git checkout (an installed wheel, an image
+    without ``.git``): set ``MLP_GIT_COMMIT`` there, for example at image build time.
+    """
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unavailable"
+    return f"{head}-dirty" if dirty else head
