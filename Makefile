@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo ui test test-all lint bench clean-data
+
+# torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
+# pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	@$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') and torch.version.cuda is None else 'torch ' + v + ' is not the 2.13.0 CPU build')"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install  ## materialize raw -> features for 2013-01-01..2013-03-31 on the embedded default
+	$(BIN)/mlp demo
+
+ui: install  ## Dagster UI + daemon (dagster dev) on the same instance as the demo
+	$(BIN)/mlp ui
+
+test: install  ## the fast suite (CI); heavy suites have their own targets
+	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
+
+test-all: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install  ## ruff on everything, mypy --strict on the pure lib code
+	$(BIN)/ruff check ml_platform ml_platform_tests benchmarks
+	$(BIN)/mypy
+
+bench: install  ## full-year backfill benchmark; results go to docs/benchmarks.md by hand
+	$(BIN)/python benchmarks/backfill_year.py
+
+clean-data:  ## forget the embedded instance and store (the demo starts from scratch)
+	rm -rf .dagster storage

@@ -1,0 +1,116 @@
+"""Definitions load, every job resolves, and loading stays cheap and side-effect free."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ml_platform.definitions import DATA_JOB, build_definitions
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = {"raw_flights", "raw_weather", "validated_flights", "validated_weather", "flight_features"}
+
+
+def test_every_job_resolves_and_every_asset_is_described(make_settings):
+    defs = build_definitions(make_settings())
+    jobs = {job.name: job for job in defs.resolve_all_job_defs()}
+    assert DATA_JOB in jobs
+    for name in jobs:
+        assert defs.resolve_job_def(name).get_job_snapshot().name == name
+    assert {k.to_user_string() for k in jobs[DATA_JOB].asset_layer.executable_asset_keys} == ASSETS
+    specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
+    assert set(specs) == ASSETS
+    for name, spec in specs.items():
+        assert spec.group_name in {"ingest", "validation", "features"}, name
+        assert spec.kinds and {"polars", "delta"} <= set(spec.kinds), name
+        assert spec.description and len(spec.description) > 40, name
+        assert isinstance(spec.partitions_def, dg.DailyPartitionsDefinition), name
+        assert spec.code_version, name
+    assert len(specs["raw_flights"].partitions_def.get_partition_keys()) == 365  # type: ignore[union-attr]
+    assert jobs[DATA_JOB].partitions_def == specs["raw_flights"].partitions_def
+    assert "pandera" in specs["validated_flights"].kinds
+
+
+def test_guarding_checks_are_blocking_and_partitioned(make_settings):
+    defs = build_definitions(make_settings())
+    checks = {
+        (spec.asset_key.to_user_string(), spec.name): spec
+        for assets_def in defs.resolve_asset_graph().assets_defs
+        for spec in assets_def.check_specs
+    }
+    for key in [
+        ("validated_flights", "quarantine_share_within_threshold"),
+        ("validated_weather", "quarantine_share_within_threshold"),
+        ("flight_features", "no_look_ahead"),
+        ("flight_features", "complete"),
+        ("flight_features", "targets_consistent"),
+    ]:
+        assert checks[key].blocking, key
+        assert checks[key].partitions_def is not None, key
+    assert not checks[("validated_flights", "no_quarantined_rows")].blocking
+
+
+def test_feature_window_mapping_matches_what_the_asset_reads(make_settings):
+    defs = build_definitions(make_settings())
+    graph = defs.resolve_asset_graph()
+    node = graph.get(dg.AssetKey("flight_features"))
+    mapping = node.partition_mappings[dg.AssetKey("validated_flights")]
+    assert isinstance(mapping, dg.TimeWindowPartitionMapping)
+    assert (mapping.start_offset, mapping.end_offset) == (-28, 0)
+
+
+def _python(code: str, env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_settings_are_read_when_definitions_are_built_not_at_import(tmp_path):
+    code = (
+        "import ml_platform.definitions as d\n"
+        "print('imported')\n"
+        "try:\n"
+        "    d.defs()\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, str(exc).splitlines()[0])\n"
+    )
+    out = _python(code, {"MLP_SOURCE": "not-a-source", "MLP_ROOT_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "imported"
+    assert "ValidationError" in out.stdout
+
+
+def test_loading_definitions_does_not_import_heavy_libraries(tmp_path):
+    code = (
+        "import sys, json\n"
+        "import ml_platform.definitions as d\n"
+        "d.defs()\n"
+        "print(json.dumps(sorted(m for m in ('torch', 'bentoml', 'whylogs', 'mlflow', 'optuna') if m in sys.modules)))\n"
+    )
+    out = _python(code, {"MLP_ROOT_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.slow
+def test_workspace_loads_like_the_ui_does(tmp_path):
+    """`dagster definitions validate` loads workspace.yaml exactly as `make ui` will."""
+    home = tmp_path / "home"
+    home.mkdir()
+    dagster = Path(sys.executable).with_name("dagster")
+    out = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        env={**os.environ, "DAGSTER_HOME": str(home), "MLP_ROOT_DIR": str(tmp_path)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Validation successful" in out.stdout + out.stderr
