@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(help="ml_platform: the ML lifecycle as a lineage-exact Dagster asset graph.", no_args_is_help=True)
+app = typer.Typer(
+    help="ml_platform: the ML lifecycle as a lineage-exact Dagster asset graph.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -37,8 +39,9 @@ def demo(
     wanted = days(first, last)
     todo = partitions_to_run(instance, job, wanted)
     console.print(
-        f"[bold]{DATA_JOB}[/]: {len(wanted)} days {first}..{last}; {len(wanted) - len(todo)} already up to date,"
-        f" {len(todo)} to run. DAGSTER_HOME={settings.dagster_home}  store={settings.delta_root}"
+        f"[bold]{DATA_JOB}[/]: {len(wanted)} days {first}..{last};"
+        f" {len(wanted) - len(todo)} already up to date, {len(todo)} to run.\n"
+        f"DAGSTER_HOME={settings.dagster_home}  store={settings.delta_root}"
     )
     failed = None
     if todo:
@@ -62,7 +65,11 @@ def demo(
         table.add_column(column, justify="right" if column != "asset" else "left")
     for s in summaries:
         table.add_row(
-            s.asset, str(s.partitions), f"{s.rows:,}", f"{s.quarantined:,}", s.data_versions.get(str(last), "-")[:16]
+            s.asset,
+            str(s.partitions),
+            f"{s.rows:,}",
+            f"{s.quarantined:,}",
+            s.data_versions.get(str(last), "-")[:16],
         )
     console.print(table)
     out = settings.storage_root / "demo_summary.json"

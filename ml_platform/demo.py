@@ -13,7 +13,6 @@ from ml_platform.defs.publish import latest_materializations
 from ml_platform.lib import metadata as keys
 
 
-
 def days(start: date, end: date) -> list[str]:
     """Partition keys from ``start`` to ``end``, both included."""
     return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
@@ -100,11 +99,7 @@ def run_partitions(
         )
         error = None
         if not result.success:
-            failures = [e for e in result.all_events if e.is_step_failure]
-            error = "; ".join(
-                f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else '?'}"
-                for e in failures
-            ) or "run failed"
+            error = "; ".join(_step_error(e) for e in result.all_events if e.is_step_failure) or "run failed"
         outcome = RunOutcome(partition, result.success, result.run_id, error)
         outcomes.append(outcome)
         if on_done:
@@ -112,3 +107,9 @@ def run_partitions(
         if not result.success:
             break
     return outcomes
+
+
+def _step_error(event: dg.DagsterEvent) -> str:
+    data = event.step_failure_data
+    message = data.error.message.strip() if data and data.error else "no error message"
+    return f"{event.step_key}: {message}"

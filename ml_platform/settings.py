@@ -44,9 +44,7 @@ class PlatformSettings(BaseSettings):
         description="Folder with flights/<YYYY-MM-DD>.(parquet|csv) and weather/<YYYY-MM-DD>.(parquet|csv).",
     )
     partition_start: date = Field(date(2013, 1, 1), description="First daily partition.")
-    partition_end: date = Field(
-        date(2014, 1, 1), description="End of the daily partitions (exclusive)."
-    )
+    partition_end: date = Field(date(2014, 1, 1), description="End of the daily partitions (exclusive).")
     max_quarantine_share: float = Field(
         0.05,
         ge=0.0,

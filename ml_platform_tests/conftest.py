@@ -39,12 +39,18 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     """A persistent sqlite instance, as the embedded default uses."""
     home = tmp_path / ".dagster"
     home.mkdir()
-    with dg.DagsterInstance.local_temp(tempdir=str(home), overrides={"telemetry": {"enabled": False}}) as inst:
+    with dg.DagsterInstance.local_temp(
+        tempdir=str(home), overrides={"telemetry": {"enabled": False}}
+    ) as inst:
         yield inst
 
 
 def run_days(
-    settings: PlatformSettings, instance: dg.DagsterInstance, days: Sequence[str], *, expect_success: bool = True
+    settings: PlatformSettings,
+    instance: dg.DagsterInstance,
+    days: Sequence[str],
+    *,
+    expect_success: bool = True,
 ) -> list[dg.ExecuteInProcessResult]:
     """Run the main job once per day, in order."""
     job = build_definitions(settings).resolve_job_def(DATA_JOB)

@@ -67,7 +67,12 @@ def test_feature_window_mapping_matches_what_the_asset_reads(make_settings):
 
 def _python(code: str, env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -91,7 +96,8 @@ def test_loading_definitions_does_not_import_heavy_libraries(tmp_path):
         "import sys, json\n"
         "import ml_platform.definitions as d\n"
         "d.defs()\n"
-        "print(json.dumps(sorted(m for m in ('torch', 'bentoml', 'whylogs', 'mlflow', 'optuna') if m in sys.modules)))\n"
+        "heavy = ('torch', 'bentoml', 'whylogs', 'mlflow', 'optuna')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
     )
     out = _python(code, {"MLP_ROOT_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr

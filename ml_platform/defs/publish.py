@@ -172,9 +172,7 @@ def partition_metadata(
     }
 
 
-def report(
-    context: dg.AssetExecutionContext, results: Sequence[PartitionResult]
-) -> dg.MaterializeResult:  # type: ignore[type-arg]
+def report(context: dg.AssetExecutionContext, results: Sequence[PartitionResult]) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """Report published partitions to Dagster.
 
     One partition (the default, one run per partition): its content hash is the DataVersion and

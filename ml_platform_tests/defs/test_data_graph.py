@@ -23,7 +23,9 @@ def check_evaluations(instance: dg.DagsterInstance, asset: str, check: str) -> l
     return [
         r.event.dagster_event.event_specific_data  # type: ignore[union-attr,misc]
         for r in records
-        if r.event and r.event.dagster_event and r.event.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+        if r.event
+        and r.event.dagster_event
+        and r.event.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
 
 
@@ -45,8 +47,11 @@ def test_materializes_with_lineage_metadata_and_partition_checks(make_settings, 
         version = int(meta[keys.STORAGE_TABLE_VERSION].value)
         frame = store.read_at_version(asset, "2013-01-03", version)
         assert frame.height == meta[keys.ROW_COUNT].value
-    assert latest(instance, "raw_flights", "2013-01-01").metadata[keys.LINEAGE_SOURCE].value["file"].endswith(
-        "flights.csv.zip"
+    assert (
+        latest(instance, "raw_flights", "2013-01-01")
+        .metadata[keys.LINEAGE_SOURCE]
+        .value["file"]
+        .endswith("flights.csv.zip")
     )
 
     # flight_features[01-03] read validated_flights 01-01..01-03 (the window, clipped at the first
@@ -81,7 +86,9 @@ def test_same_inputs_same_data_version_and_no_new_delta_version(make_settings, i
     for asset in ASSETS:
         after = latest(instance, asset, DAYS[1])
         assert after.tags["dagster/data_version"] == before[asset].tags["dagster/data_version"], asset
-        assert after.metadata[keys.STORAGE_TABLE_VERSION] == before[asset].metadata[keys.STORAGE_TABLE_VERSION]
+        assert (
+            after.metadata[keys.STORAGE_TABLE_VERSION] == before[asset].metadata[keys.STORAGE_TABLE_VERSION]
+        )
         assert after.metadata[keys.STORAGE_WRITE_SKIPPED].value is True
 
 
@@ -117,7 +124,9 @@ def test_downstream_reads_the_recorded_version_not_the_latest_files(make_setting
     recorded = latest(instance, "validated_flights", DAYS[0])
     # an out-of-band writer replaces the partition behind Dagster's back
     store = DeltaPartitionStore(settings.delta_root)
-    current = store.read_at_version("validated_flights", DAYS[0], int(recorded.metadata[keys.STORAGE_TABLE_VERSION].value))
+    current = store.read_at_version(
+        "validated_flights", DAYS[0], int(recorded.metadata[keys.STORAGE_TABLE_VERSION].value)
+    )
     store.write_partition("validated_flights", DAYS[0], current.head(10))
 
     job_settings = settings
@@ -227,7 +236,9 @@ def test_quarantine_threshold_fails_the_partition(make_settings, instance, drop_
     assert quarantined["_quarantine_reason"].str.contains("distance").all()
 
 
-def test_quarantined_rows_below_threshold_are_excluded_and_warned(make_settings, instance, drop_folder, nyc_source):
+def test_quarantined_rows_below_threshold_are_excluded_and_warned(
+    make_settings, instance, drop_folder, nyc_source
+):
     good = nyc_source.read_day("flights", date(2013, 1, 1)).frame
     folder = drop_folder(DAYS[0], "flights", _with_bad_distance(good, 0.02))
     drop_folder(DAYS[0], "weather")

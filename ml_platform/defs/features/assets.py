@@ -121,7 +121,9 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                         build=build.build,
                         skipped=skipped,
                         extra={
-                            "features/weather_coverage": float(frame["weather_observed_at"].is_not_null().sum() / frame.height),
+                            "features/weather_coverage": float(
+                                frame["weather_observed_at"].is_not_null().sum() / frame.height
+                            ),
                             "features/rows_without_target": int((~frame["has_target"]).sum()),
                         },
                     ),

@@ -5,7 +5,13 @@ from datetime import UTC, date, datetime
 import dagster as dg
 
 from ml_platform.defs.common import AssetBuild
-from ml_platform.defs.publish import PartitionResult, partition_metadata, previous_version, report, write_or_reuse
+from ml_platform.defs.publish import (
+    PartitionResult,
+    partition_metadata,
+    previous_version,
+    report,
+    write_or_reuse,
+)
 from ml_platform.lib import hashing, metadata
 from ml_platform.lib.ingest import contracts, sources
 from ml_platform.lib.ingest.sources import DATASETS, Dataset, SourceError, with_source_columns

@@ -43,8 +43,7 @@ def build_validated_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
     """One validated asset per dataset."""
     code_version = code_version_of(schemas, quarantine, derive, delta, hashing)
     return [
-        _validated_asset(dataset, schema, build, code_version)
-        for dataset, schema in schemas.SCHEMAS.items()
+        _validated_asset(dataset, schema, build, code_version) for dataset, schema in schemas.SCHEMAS.items()
     ]
 
 
@@ -136,10 +135,18 @@ def _validated_asset(
                         build=build.build,
                         skipped=skipped,
                         extra={
-                            metadata.QUALITY_QUARANTINED_ROWS: dg.MetadataValue.int(outcome.quarantined.height),
-                            metadata.QUALITY_QUARANTINE_SHARE: dg.MetadataValue.float(outcome.quarantine_share),
-                            metadata.QUALITY_QUARANTINE_TABLE: dg.MetadataValue.int(quarantined.table_version),
-                            metadata.QUALITY_FAILURES_BY_CHECK: dg.MetadataValue.json(outcome.failures_by_check),
+                            metadata.QUALITY_QUARANTINED_ROWS: dg.MetadataValue.int(
+                                outcome.quarantined.height
+                            ),
+                            metadata.QUALITY_QUARANTINE_SHARE: dg.MetadataValue.float(
+                                outcome.quarantine_share
+                            ),
+                            metadata.QUALITY_QUARANTINE_TABLE: dg.MetadataValue.int(
+                                quarantined.table_version
+                            ),
+                            metadata.QUALITY_FAILURES_BY_CHECK: dg.MetadataValue.json(
+                                outcome.failures_by_check
+                            ),
                         },
                     ),
                     checks=[

@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import polars as pl
 
@@ -100,7 +100,7 @@ def _cast(series: pl.Series, dtype: pl.DataType) -> pl.Series:
     if isinstance(dtype, pl.Datetime) and series.dtype == pl.String:
         return series.str.to_datetime(time_zone="UTC", time_unit="us", strict=True)
     if isinstance(dtype, pl.Datetime) and isinstance(series.dtype, pl.Datetime):
-        if series.dtype.time_zone is None:  # type: ignore[attr-defined]
+        if series.dtype.time_zone is None:
             return series.dt.replace_time_zone("UTC").dt.cast_time_unit("us")
         return series.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
     if dtype in (pl.Int64, pl.Float64) and series.dtype == pl.String:
@@ -122,11 +122,11 @@ def _cast(series: pl.Series, dtype: pl.DataType) -> pl.Series:
 
 
 def _first_bad_value(series: pl.Series, dtype: pl.DataType) -> object | None:
-    for value in series.drop_nulls().head(10_000):
+    for value in series.drop_nulls().head(10_000).to_list():
         try:
             _cast(pl.Series([value]), dtype)
         except (pl.exceptions.PolarsError, ValueError):
-            return value
+            return cast(object, value)
     return None
 
 

@@ -37,10 +37,7 @@ def derive_flight_columns(valid: pl.DataFrame) -> pl.DataFrame:
         scheduled.alias("scheduled_departure"),
         status.alias("flight_status"),
     ).with_columns(
-        pl.when(pl.col("flight_status") == "completed")
-        .then(known)
-        .otherwise(None)
-        .alias("outcome_known_at")
+        pl.when(pl.col("flight_status") == "completed").then(known).otherwise(None).alias("outcome_known_at")
     )
 
 

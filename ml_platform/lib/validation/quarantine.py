@@ -86,8 +86,9 @@ def validate_day(
             check = str(case["check"])
             column = str(case["column"])
             if check == "multiple_fields_uniqueness":
-                unique = schema.Config.unique  # type: ignore[attr-defined]
-                text = f"duplicate key ({', '.join(unique)})"
+                unique = schema.Config.unique
+                key_columns = [unique] if isinstance(unique, str) else list(unique or [])
+                text = f"duplicate key ({', '.join(key_columns)})"
             else:
                 text = f"{column}: {check} failed for value {_short(case['failure_case'])}"
             reasons.setdefault(int(case["index"]), []).append(text)

@@ -41,9 +41,7 @@ class FlightsSchema(pa.DataFrameModel):
     @pa.dataframe_check(error="sched_dep_time must equal hour*100 + minute")
     def schedule_consistent(cls, data: pa.PolarsData) -> pl.LazyFrame:
         """The hhmm schedule and its hour/minute split agree."""
-        return data.lazyframe.select(
-            pl.col("sched_dep_time") == pl.col("hour") * 100 + pl.col("minute")
-        )
+        return data.lazyframe.select(pl.col("sched_dep_time") == pl.col("hour") * 100 + pl.col("minute"))
 
     @pa.dataframe_check(error="an arrival delay without a departure")
     def arrival_implies_departure(cls, data: pa.PolarsData) -> pl.LazyFrame:
