@@ -97,7 +97,10 @@ def ui(
     dagster = Path(sys.executable).with_name("dagster")
     args = [str(dagster), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
     console.print(f"DAGSTER_HOME={settings.dagster_home}\n$ {' '.join(args)}")
-    os.chdir(settings.root_dir)
+    # Run from DAGSTER_HOME: dagster warns about (and ignores) a dagster.yaml in the working
+    # directory; ours is the template that prepare_dagster_home copied there.
+    os.environ["MLP_ROOT_DIR"] = str(settings.root_dir)  # the code server resolves the same paths
+    os.chdir(settings.dagster_home)
     os.execv(args[0], args)
 
 
