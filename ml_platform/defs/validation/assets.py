@@ -6,6 +6,7 @@ from datetime import date
 import dagster as dg
 import pandera.polars as pa
 import polars as pl
+from dagster_pandera import pandera_schema_to_dagster_type
 
 from ml_platform.defs.common import AssetBuild
 from ml_platform.defs.publish import (
@@ -70,7 +71,12 @@ def _validated_asset(
             f" '{quarantine_table}' with a reason each; the partition fails when more than"
             f" {share:.1%} of its rows fail."
         ),
-        metadata={"pandera/schema": schema.__name__, "quality/max_quarantine_share": share},
+        metadata={
+            # the declared schema, with its constraints, as a table on the asset's page
+            "pandera/schema": pandera_schema_to_dagster_type(schema).metadata["schema"],
+            "pandera/model": schema.__name__,
+            "quality/max_quarantine_share": share,
+        },
         check_specs=[
             dg.AssetCheckSpec(
                 THRESHOLD_CHECK,

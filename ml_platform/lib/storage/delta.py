@@ -1,0 +1,227 @@
+"""Delta Lake partition store.
+
+Every Dagster partition of an asset is one Delta partition (column ``partition_date``) of that
+asset's table. A write replaces exactly that partition in one atomic Delta transaction
+(``mode="overwrite"`` with a partition predicate), so readers see the old partition or the new
+one, never a mix, and other partitions are never touched.
+
+A write returns a :class:`PartitionVersion`: the table version it committed, the data files that
+make up the partition at that version and the content hash of the rows. Readers downstream are
+given that record (from Dagster's materialization metadata) and read exactly those files, then
+verify the hash. Delta data files are immutable, so this is the partition as of that table
+version, without replaying the log; :meth:`DeltaPartitionStore.read_at_version` does the same
+through Delta's time travel for callers that only know a version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+import polars as pl
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from ml_platform.lib.hashing import content_hash
+
+PARTITION_COLUMN = "partition_date"
+_COMMIT_RETRIES = 8
+
+
+class StorageError(RuntimeError):
+    """A read or write of the versioned store failed; the message names table and partition."""
+
+
+@dataclass(frozen=True)
+class PartitionVersion:
+    """Where one partition of one table lives at one table version."""
+
+    table: str
+    partition: str
+    table_version: int
+    content_hash: str
+    row_count: int
+    files: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_metadata(self) -> dict[str, object]:
+        """A JSON-serialisable form, as recorded in lineage metadata."""
+        return {
+            "table": self.table,
+            "partition": self.partition,
+            "table_version": self.table_version,
+            "content_hash": self.content_hash,
+            "row_count": self.row_count,
+            "files": list(self.files),
+        }
+
+    @classmethod
+    def from_metadata(cls, data: dict[str, object]) -> PartitionVersion:
+        """Inverse of :meth:`to_metadata`."""
+        files = data.get("files") or []
+        return cls(
+            table=str(data["table"]),
+            partition=str(data["partition"]),
+            table_version=int(data["table_version"]),  # type: ignore[call-overload]
+            content_hash=str(data["content_hash"]),
+            row_count=int(data["row_count"]),  # type: ignore[call-overload]
+            files=tuple(str(f) for f in files),  # type: ignore[attr-defined]
+        )
+
+
+class DeltaPartitionStore:
+    """Partition-at-a-time writes and version-pinned reads of Delta tables under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def table_uri(self, table: str) -> str:
+        """Filesystem location of ``table``."""
+        return str(self.root / table)
+
+    def exists(self, table: str) -> bool:
+        """Whether ``table`` has been created."""
+        return DeltaTable.is_deltatable(self.table_uri(table))
+
+    def write_partition(self, table: str, partition: str, df: pl.DataFrame) -> PartitionVersion:
+        """Replace ``partition`` of ``table`` with ``df`` in one atomic transaction.
+
+        Args:
+            table: Table name (the asset name).
+            partition: Partition key, e.g. ``"2013-01-05"``.
+            df: Rows of the partition, without the partition column (it is added last).
+
+        Returns:
+            The committed :class:`PartitionVersion`.
+
+        Raises:
+            StorageError: if ``df`` already carries another partition's key, or the commit fails
+                after retries.
+        """
+        frame = self.with_partition(table, partition, df)
+        digest = content_hash(frame)
+        uri = self.table_uri(table)
+        predicate = f"{PARTITION_COLUMN} = '{partition}'"
+        properties = CommitProperties(
+            custom_metadata={"mlp.partition": partition, "mlp.content_hash": digest}
+        )
+        last_error: Exception | None = None
+        for attempt in range(_COMMIT_RETRIES):
+            try:
+                target: str | DeltaTable
+                try:
+                    target = DeltaTable(uri)
+                except TableNotFoundError:
+                    target = uri
+                write_deltalake(
+                    target,
+                    frame.to_arrow(compat_level=pl.CompatLevel.oldest()),
+                    mode="overwrite",
+                    predicate=predicate,
+                    partition_by=[PARTITION_COLUMN],
+                    schema_mode="merge",
+                    commit_properties=properties,
+                )
+                dt = target if isinstance(target, DeltaTable) else DeltaTable(uri)
+                break
+            except CommitFailedError as exc:  # a concurrent writer won the race; replay ours
+                last_error = exc
+                time.sleep(0.05 * (2**attempt))
+            except Exception as exc:
+                raise StorageError(f"{table}[{partition}]: Delta write to {uri} failed: {exc}") from exc
+        else:
+            raise StorageError(
+                f"{table}[{partition}]: Delta commit to {uri} failed after {_COMMIT_RETRIES} tries:"
+                f" {last_error}"
+            )
+        return PartitionVersion(
+            table=table,
+            partition=partition,
+            table_version=dt.version(),
+            content_hash=digest,
+            row_count=frame.height,
+            files=self._partition_files(dt, partition),
+        )
+
+    @staticmethod
+    def with_partition(table: str, partition: str, df: pl.DataFrame) -> pl.DataFrame:
+        """``df`` as stored: with the partition column, last.
+
+        Raises:
+            StorageError: if ``df`` already carries rows of another partition.
+        """
+        if PARTITION_COLUMN in df.columns:
+            others = df.filter(pl.col(PARTITION_COLUMN) != partition).height
+            if others:
+                raise StorageError(f"{table}[{partition}]: {others} rows carry another {PARTITION_COLUMN}")
+            df = df.drop(PARTITION_COLUMN)
+        return df.with_columns(pl.lit(partition, dtype=pl.String).alias(PARTITION_COLUMN))
+
+    def partition_hash(self, table: str, partition: str, df: pl.DataFrame) -> str:
+        """The content hash ``df`` would have once written as ``partition``."""
+        return content_hash(self.with_partition(table, partition, df))
+
+    def current(self, table: str, partition: str) -> tuple[int, tuple[str, ...]] | None:
+        """The latest table version and the files of ``partition`` in it; None without a table."""
+        try:
+            dt = DeltaTable(self.table_uri(table))
+        except TableNotFoundError:
+            return None
+        return dt.version(), self._partition_files(dt, partition)
+
+    def read(self, pins: Sequence[PartitionVersion]) -> pl.DataFrame:
+        """Read exactly the pinned partitions and verify each one's content hash.
+
+        Raises:
+            StorageError: when a pinned file is gone (for example vacuumed) or the rows read do not
+                hash to the recorded content hash.
+        """
+        frames = [self._read_pin(pin) for pin in pins]
+        if not frames:
+            raise StorageError("read() needs at least one pinned partition")
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    def read_at_version(self, table: str, partition: str, version: int) -> pl.DataFrame:
+        """Read ``partition`` of ``table`` as it was at Delta table ``version`` (time travel)."""
+        uri = self.table_uri(table)
+        try:
+            return (
+                pl.scan_delta(uri, version=version)
+                .filter(pl.col(PARTITION_COLUMN) == partition)
+                .collect()
+            )
+        except Exception as exc:
+            raise StorageError(f"{table}[{partition}]: cannot read version {version} of {uri}: {exc}") from exc
+
+    def _read_pin(self, pin: PartitionVersion) -> pl.DataFrame:
+        table_root = Path(self.table_uri(pin.table))
+        if pin.files:
+            paths = [table_root / unquote(f) for f in pin.files]
+            missing = [str(p) for p in paths if not p.exists()]
+            if missing:
+                raise StorageError(
+                    f"{pin.table}[{pin.partition}] pinned at table version {pin.table_version}: data files"
+                    f" are gone ({missing[0]}); was the table vacuumed?"
+                )
+            df = pl.read_parquet(paths).with_columns(
+                pl.lit(pin.partition, dtype=pl.String).alias(PARTITION_COLUMN)
+            )
+        else:
+            df = self.read_at_version(pin.table, pin.partition, pin.table_version)
+        actual = content_hash(df)
+        if actual != pin.content_hash:
+            raise StorageError(
+                f"{pin.table}[{pin.partition}] at table version {pin.table_version}: content hash"
+                f" {actual[:12]} does not match the recorded {pin.content_hash[:12]}"
+            )
+        return df
+
+    @staticmethod
+    def _partition_files(dt: DeltaTable, partition: str) -> tuple[str, ...]:
+        actions = pl.DataFrame(dt.get_add_actions(flatten=True))
+        if actions.is_empty():
+            return ()
+        column = f"partition.{PARTITION_COLUMN}"
+        return tuple(sorted(actions.filter(pl.col(column) == partition)["path"].to_list()))
