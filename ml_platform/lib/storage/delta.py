@@ -15,6 +15,7 @@ through Delta's time travel for callers that only know a version.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -136,7 +137,7 @@ class DeltaPartitionStore:
                 f"{table}[{partition}]: Delta commit to {uri} failed after {_COMMIT_RETRIES} tries:"
                 f" {last_error}"
             )
-        return PartitionVersion(
+        pin = PartitionVersion(
             table=table,
             partition=partition,
             table_version=dt.version(),
@@ -144,6 +145,12 @@ class DeltaPartitionStore:
             row_count=frame.height,
             files=self._partition_files(dt, partition),
         )
+        # Delta stores the rows in the table's schema (its column order and types, and null columns
+        # that other partitions added through schema_mode="merge"), which can differ from ``frame``'s.
+        # Record the hash of what a read returns then, or the pin could never be read back.
+        if self._stored_schema(pin) != frame.schema:
+            pin = dataclasses.replace(pin, content_hash=content_hash(self._load_pin(pin)))
+        return pin
 
     @staticmethod
     def with_partition(table: str, partition: str, df: pl.DataFrame) -> pl.DataFrame:
@@ -187,15 +194,30 @@ class DeltaPartitionStore:
         """Read ``partition`` of ``table`` as it was at Delta table ``version`` (time travel)."""
         uri = self.table_uri(table)
         try:
-            return (
-                pl.scan_delta(uri, version=version)
-                .filter(pl.col(PARTITION_COLUMN) == partition)
-                .collect()
-            )
+            return pl.scan_delta(uri, version=version).filter(pl.col(PARTITION_COLUMN) == partition).collect()
         except Exception as exc:
-            raise StorageError(f"{table}[{partition}]: cannot read version {version} of {uri}: {exc}") from exc
+            raise StorageError(
+                f"{table}[{partition}]: cannot read version {version} of {uri}: {exc}"
+            ) from exc
 
     def _read_pin(self, pin: PartitionVersion) -> pl.DataFrame:
+        df = self._load_pin(pin)
+        actual = content_hash(df)
+        if actual != pin.content_hash:
+            raise StorageError(
+                f"{pin.table}[{pin.partition}] at table version {pin.table_version}: content hash"
+                f" {actual[:12]} does not match the recorded {pin.content_hash[:12]}"
+            )
+        return df
+
+    def _stored_schema(self, pin: PartitionVersion) -> pl.Schema:
+        """The schema :meth:`read` returns for ``pin`` (from one file's footer when it has files)."""
+        if not pin.files:
+            return self._load_pin(pin).schema
+        schema = pl.scan_parquet(Path(self.table_uri(pin.table)) / unquote(pin.files[0])).collect_schema()
+        return pl.Schema([*schema.items(), (PARTITION_COLUMN, pl.String())])
+
+    def _load_pin(self, pin: PartitionVersion) -> pl.DataFrame:
         table_root = Path(self.table_uri(pin.table))
         if pin.files:
             paths = [table_root / unquote(f) for f in pin.files]
@@ -210,12 +232,6 @@ class DeltaPartitionStore:
             )
         else:
             df = self.read_at_version(pin.table, pin.partition, pin.table_version)
-        actual = content_hash(df)
-        if actual != pin.content_hash:
-            raise StorageError(
-                f"{pin.table}[{pin.partition}] at table version {pin.table_version}: content hash"
-                f" {actual[:12]} does not match the recorded {pin.content_hash[:12]}"
-            )
         return df
 
     @staticmethod
