@@ -118,25 +118,10 @@ def previous_version(
         return None
 
 
-def write_or_reuse(
-    store: DeltaPartitionStore,
-    table: str,
-    partition: str,
-    frame: pl.DataFrame,
-    previous: PartitionVersion | None,
-) -> tuple[PartitionVersion, bool]:
-    """Write ``frame`` as ``partition``, unless the store already holds exactly this content.
-
-    Returns the record and whether the write was skipped. A skip happens only when the previous
-    materialization's content hash equals the new one *and* its files are still the partition's
-    current files, so the Delta history only grows when the data changes.
-    """
-    if previous is not None:
-        new_hash = store.partition_hash(table, partition, frame)
-        current = store.current(table, partition)
-        if new_hash == previous.content_hash and current is not None and current[1] == previous.files:
-            return previous, True
-    return store.write_partition(table, partition, frame), False
+def describe(version: PartitionVersion) -> str:
+    """How a published partition is logged."""
+    note = " (same content as published, nothing written)" if version.reused else ""
+    return f"{version.table}[{version.partition}] at table version {version.table_version}{note}"
 
 
 def partition_metadata(
@@ -147,7 +132,6 @@ def partition_metadata(
     upstream: Iterable[PartitionVersion],
     code_version: str,
     build: BuildInfo,
-    skipped: bool,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The standard metadata of one published partition."""
@@ -164,7 +148,7 @@ def partition_metadata(
         keys.STORAGE_TABLE_VERSION: dg.MetadataValue.int(version.table_version),
         keys.STORAGE_CONTENT_HASH: version.content_hash,
         keys.STORAGE_FILES: dg.MetadataValue.json(list(version.files)),
-        keys.STORAGE_WRITE_SKIPPED: dg.MetadataValue.bool(skipped),
+        keys.STORAGE_WRITE_SKIPPED: dg.MetadataValue.bool(version.reused),
         keys.LINEAGE_UPSTREAM: dg.MetadataValue.json(upstream_list),
         keys.LINEAGE_CODE_VERSION: code_version,
         keys.LINEAGE_GIT_COMMIT: build.git_commit,

@@ -1,15 +1,14 @@
 """Content hashes of frames: the basis of every DataVersion.
 
-The hash is taken over a canonical text form (the schema plus the CSV lines of the rows, sorted),
+The hash is taken over a canonical text form (the schema plus the JSON lines of the rows, sorted),
 not over Arrow buffers: two frames with equal values can have different buffer layouts (string
 views, values under null slots), and a content hash must not depend on that. Sorting the lines
 makes the hash independent of row order, which a Delta table does not keep either (a partition may
 span several files).
 
-Text that the CSV form cannot tell apart from something else (a line break inside a value, which the
-line sort would split off, or the literal text ``\\N``, which is how nulls are written) is escaped
-first, and such frames are marked in the hash, so distinct frames never share a canonical form. Frames
-without such text hash exactly as before.
+JSON lines keep line breaks inside values escaped and nulls distinct from any text, and floats are
+written as text (NaN distinct from null), so sorting the lines never splits a row and no two
+distinct frames share a canonical form.
 """
 
 from __future__ import annotations
@@ -24,13 +23,12 @@ import polars as pl
 #: hash, so re-ingesting identical data gives the identical data version.
 VOLATILE_COLUMNS: frozenset[str] = frozenset({"_ingested_at"})
 
-_NULL_TEXT = "\\N"
-#: Everything ``str.splitlines`` breaks a line at.
-_LINE_BREAKS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
-
 
 def content_hash(df: pl.DataFrame, exclude: Iterable[str] = VOLATILE_COLUMNS) -> str:
     """Return the sha256 hex digest of ``df``'s schema and values (as a multiset of rows).
+
+    Each row is serialised as one JSON line (strings escaped, nulls distinct from any text), the
+    lines are sorted, and the digest covers the schema and the sorted lines.
 
     Args:
         df: The frame as it is (or will be) stored.
@@ -43,40 +41,25 @@ def content_hash(df: pl.DataFrame, exclude: Iterable[str] = VOLATILE_COLUMNS) ->
     kept = df.select([c for c in df.columns if c not in skip])
     digest = hashlib.sha256()
     digest.update(repr([(name, str(dtype)) for name, dtype in kept.schema.items()]).encode())
-    ambiguous = _ambiguous_text_columns(kept)
-    if ambiguous:
-        digest.update(b" escaped")  # the schema repr ends with "]", so this cannot be one
-        kept = kept.with_columns(_escaped(pl.col(c)) for c in ambiguous)
     digest.update(b"\0")
-    lines = kept.write_csv(null_value="\\N", include_header=False).splitlines()
-    lines.sort()
-    for line in lines:
-        digest.update(line.encode())
-        digest.update(b"\n")
+    if kept.width and kept.height:
+        lines = canonical_rows(kept)
+        lines.sort()
+        digest.update("\n".join(lines).encode())
     return digest.hexdigest()
 
 
-def _ambiguous_text_columns(df: pl.DataFrame) -> list[str]:
-    """Text columns holding a line break or the null marker, which the CSV lines would not keep apart."""
-    out = []
-    for name, dtype in df.schema.items():
-        if not (dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum)):
-            continue
-        text = df.get_column(name).cast(pl.String)
-        hit = text == _NULL_TEXT
-        for brk in _LINE_BREAKS:
-            hit = hit | text.str.contains(brk, literal=True)
-        if hit.any():
-            out.append(name)
-    return out
-
-
-def _escaped(col: pl.Expr) -> pl.Expr:
-    """A reversible escape: backslashes doubled, line breaks as ``\\uXXXX``; nulls stay null."""
-    text = col.cast(pl.String).str.replace_all("\\", "\\\\", literal=True)
-    for brk in _LINE_BREAKS:
-        text = text.str.replace_all(brk, f"\\u{ord(brk):04x}", literal=True)
-    return text
+def canonical_rows(df: pl.DataFrame) -> list[str]:
+    """One JSON line per row; floats as text so that NaN stays distinct from null."""
+    floats = [name for name, dtype in df.schema.items() if dtype.is_float()]
+    if floats:
+        df = df.with_columns(
+            pl.when(pl.col(c).is_nan()).then(pl.lit("NaN")).otherwise(pl.col(c).cast(pl.String)).alias(c)
+            for c in floats
+        )
+    # JSON escapes \n and \r inside values, so "\n" only ends rows (unlike str.splitlines, which
+    # would also split at U+2028 and friends inside a value).
+    return df.write_ndjson().split("\n")[:-1]
 
 
 def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:

@@ -99,13 +99,19 @@ def test_explicit_exclude(frame: pl.DataFrame) -> None:
 
 
 def test_canonical_form_of_ordinary_frames_is_stable(frame: pl.DataFrame) -> None:
-    """Stored data versions stay valid: ordinary frames hash to schema + sorted CSV lines."""
+    """The documented canonical form: schema, then the sorted JSON lines (floats as text)."""
     digest = hashlib.sha256()
     digest.update(repr([(n, str(t)) for n, t in frame.schema.items()]).encode())
     digest.update(b"\0")
-    for line in sorted(frame.write_csv(null_value="\\N", include_header=False).splitlines()):
-        digest.update(line.encode() + b"\n")
+    as_text = frame.with_columns(pl.col(pl.Float64, pl.Float32).cast(pl.String))
+    digest.update("\n".join(sorted(as_text.write_ndjson().split("\n")[:-1])).encode())
     assert content_hash(frame) == digest.hexdigest()
+
+
+def test_nan_differs_from_null() -> None:
+    nan = pl.DataFrame({"x": [float("nan"), 1.0]})
+    null = pl.DataFrame({"x": [None, 1.0]}, schema={"x": pl.Float64})
+    assert content_hash(nan) != content_hash(null)
 
 
 def test_null_differs_from_the_text_of_the_null_marker() -> None:

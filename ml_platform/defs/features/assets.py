@@ -8,12 +8,12 @@ import dagster as dg
 from ml_platform.defs.common import AssetBuild
 from ml_platform.defs.publish import (
     PartitionResult,
+    describe,
     partition_metadata,
     previous_version,
     read_pinned,
     recorded_pins,
     report,
-    write_or_reuse,
 )
 from ml_platform.lib import hashing
 from ml_platform.lib.features import transforms
@@ -103,10 +103,10 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                     metadata={"partition": partition},
                 )
             previous = previous_version(context.instance, context.asset_key, partition, NAME)
-            version, skipped = write_or_reuse(store, NAME, partition, frame, previous)
+            version = store.write_partition(NAME, partition, frame, unless_same_as=previous)
             context.log.info(
                 f"{NAME}[{partition}]: {version.row_count} rows from {len(flight_pins)} flight and"
-                f" {len(weather_pins)} weather partitions -> table version {version.table_version}"
+                f" {len(weather_pins)} weather partitions -> {describe(version)}"
             )
             results.append(
                 PartitionResult(
@@ -119,7 +119,6 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                         upstream=[*flight_pins, *weather_pins],
                         code_version=code_version,
                         build=build.build,
-                        skipped=skipped,
                         extra={
                             "features/weather_coverage": float(
                                 frame["weather_observed_at"].is_not_null().sum() / frame.height

@@ -7,10 +7,10 @@ import dagster as dg
 from ml_platform.defs.common import AssetBuild
 from ml_platform.defs.publish import (
     PartitionResult,
+    describe,
     partition_metadata,
     previous_version,
     report,
-    write_or_reuse,
 )
 from ml_platform.lib import hashing, metadata
 from ml_platform.lib.ingest import contracts, sources
@@ -61,10 +61,9 @@ def _raw_asset(dataset: Dataset, build: AssetBuild, code_version: str) -> dg.Ass
                 ) from exc
             frame = with_source_columns(raw, datetime.now(UTC))
             previous = previous_version(context.instance, context.asset_key, partition, name)
-            version, skipped = write_or_reuse(store, name, partition, frame, previous)
+            version = store.write_partition(name, partition, frame, unless_same_as=previous)
             context.log.info(
-                f"{name}[{partition}]: {version.row_count} rows from {raw.source_file}"
-                f" -> table version {version.table_version}{' (unchanged, write skipped)' if skipped else ''}"
+                f"{name}[{partition}]: {version.row_count} rows from {raw.source_file} -> {describe(version)}"
             )
             results.append(
                 PartitionResult(
@@ -77,7 +76,6 @@ def _raw_asset(dataset: Dataset, build: AssetBuild, code_version: str) -> dg.Ass
                         upstream=[],
                         code_version=code_version,
                         build=build.build,
-                        skipped=skipped,
                         extra={
                             metadata.LINEAGE_SOURCE: dg.MetadataValue.json(
                                 {"file": raw.source_file, "sha256": raw.source_sha256}

@@ -11,12 +11,12 @@ from dagster_pandera import pandera_schema_to_dagster_type
 from ml_platform.defs.common import AssetBuild
 from ml_platform.defs.publish import (
     PartitionResult,
+    describe,
     partition_metadata,
     previous_version,
     read_pinned,
     recorded_pins,
     report,
-    write_or_reuse,
 )
 from ml_platform.lib import hashing, metadata
 from ml_platform.lib.ingest.contracts import INGESTED_AT_COLUMN
@@ -123,10 +123,10 @@ def _validated_asset(
                 raise dg.Failure(description=str(exc), metadata=evidence) from exc
             frame = _DERIVE[dataset](outcome.valid).drop(INGESTED_AT_COLUMN, strict=False)
             previous = previous_version(context.instance, context.asset_key, partition, name)
-            version, skipped = write_or_reuse(store, name, partition, frame, previous)
+            version = store.write_partition(name, partition, frame, unless_same_as=previous)
             context.log.info(
                 f"{name}[{partition}]: {version.row_count} valid, {outcome.quarantined.height} quarantined"
-                f" -> table version {version.table_version}"
+                f" -> {describe(version)}"
             )
             results.append(
                 PartitionResult(
@@ -139,7 +139,6 @@ def _validated_asset(
                         upstream=pins,
                         code_version=code_version,
                         build=build.build,
-                        skipped=skipped,
                         extra={
                             metadata.QUALITY_QUARANTINED_ROWS: dg.MetadataValue.int(
                                 outcome.quarantined.height

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import polars as pl
+import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
@@ -30,6 +31,9 @@ from ml_platform.lib.hashing import content_hash
 
 PARTITION_COLUMN = "partition_date"
 _COMMIT_RETRIES = 8
+#: Checkpoint every 20 commits: a table gets one commit per partition write, and opening it
+#: replays the log from the last checkpoint.
+_TABLE_CONFIGURATION = {"delta.checkpointInterval": "20"}
 
 
 class StorageError(RuntimeError):
@@ -46,6 +50,8 @@ class PartitionVersion:
     content_hash: str
     row_count: int
     files: tuple[str, ...] = field(default_factory=tuple)
+    #: True when a write found this exact content already published and wrote nothing.
+    reused: bool = field(default=False, compare=False)
 
     def to_metadata(self) -> dict[str, object]:
         """A JSON-serialisable form, as recorded in lineage metadata."""
@@ -86,16 +92,22 @@ class DeltaPartitionStore:
         """Whether ``table`` has been created."""
         return DeltaTable.is_deltatable(self.table_uri(table))
 
-    def write_partition(self, table: str, partition: str, df: pl.DataFrame) -> PartitionVersion:
+    def write_partition(
+        self, table: str, partition: str, df: pl.DataFrame, *, unless_same_as: PartitionVersion | None = None
+    ) -> PartitionVersion:
         """Replace ``partition`` of ``table`` with ``df`` in one atomic transaction.
 
         Args:
             table: Table name (the asset name).
             partition: Partition key, e.g. ``"2013-01-05"``.
             df: Rows of the partition, without the partition column (it is added last).
+            unless_same_as: The partition's previously published record. When ``df`` has the same
+                content and that record's files are still the partition's current files, nothing
+                is written and that record is returned (with ``reused=True``), so the Delta
+                history only grows when data changes.
 
         Returns:
-            The committed :class:`PartitionVersion`.
+            The committed (or reused) :class:`PartitionVersion`.
 
         Raises:
             StorageError: if ``df`` already carries another partition's key, or the commit fails
@@ -104,6 +116,14 @@ class DeltaPartitionStore:
         frame = self.with_partition(table, partition, df)
         digest = content_hash(frame)
         uri = self.table_uri(table)
+        dt = self._open(table)
+        if (
+            unless_same_as is not None
+            and dt is not None
+            and unless_same_as.content_hash == digest
+            and self._partition_files(dt, partition) == unless_same_as.files
+        ):
+            return dataclasses.replace(unless_same_as, reused=True)
         predicate = f"{PARTITION_COLUMN} = '{partition}'"
         properties = CommitProperties(
             custom_metadata={"mlp.partition": partition, "mlp.content_hash": digest}
@@ -111,25 +131,21 @@ class DeltaPartitionStore:
         last_error: Exception | None = None
         for attempt in range(_COMMIT_RETRIES):
             try:
-                target: str | DeltaTable
-                try:
-                    target = DeltaTable(uri)
-                except TableNotFoundError:
-                    target = uri
                 write_deltalake(
-                    target,
+                    dt if dt is not None else uri,
                     frame.to_arrow(compat_level=pl.CompatLevel.oldest()),
                     mode="overwrite",
                     predicate=predicate,
                     partition_by=[PARTITION_COLUMN],
                     schema_mode="merge",
                     commit_properties=properties,
+                    configuration=None if dt is not None else _TABLE_CONFIGURATION,
                 )
-                dt = target if isinstance(target, DeltaTable) else DeltaTable(uri)
                 break
             except CommitFailedError as exc:  # a concurrent writer won the race; replay ours
                 last_error = exc
                 time.sleep(0.05 * (2**attempt))
+                dt = self._open(table)
             except Exception as exc:
                 raise StorageError(f"{table}[{partition}]: Delta write to {uri} failed: {exc}") from exc
         else:
@@ -137,20 +153,29 @@ class DeltaPartitionStore:
                 f"{table}[{partition}]: Delta commit to {uri} failed after {_COMMIT_RETRIES} tries:"
                 f" {last_error}"
             )
+        # A DeltaTable we wrote through is at our commit's version; a table we created is opened
+        # once (a concurrent creator may have committed after us: that pin is still consistent).
+        written = dt if dt is not None else DeltaTable(uri)
         pin = PartitionVersion(
             table=table,
             partition=partition,
-            table_version=dt.version(),
+            table_version=written.version(),
             content_hash=digest,
             row_count=frame.height,
-            files=self._partition_files(dt, partition),
+            files=self._partition_files(written, partition),
         )
         # Delta stores the rows in the table's schema (its column order and types, and null columns
         # that other partitions added through schema_mode="merge"), which can differ from ``frame``'s.
         # Record the hash of what a read returns then, or the pin could never be read back.
-        if self._stored_schema(pin) != frame.schema:
+        if self._stored_schema(pin, written) != frame.schema:
             pin = dataclasses.replace(pin, content_hash=content_hash(self._load_pin(pin)))
         return pin
+
+    def _open(self, table: str) -> DeltaTable | None:
+        try:
+            return DeltaTable(self.table_uri(table))
+        except TableNotFoundError:
+            return None
 
     @staticmethod
     def with_partition(table: str, partition: str, df: pl.DataFrame) -> pl.DataFrame:
@@ -166,17 +191,10 @@ class DeltaPartitionStore:
             df = df.drop(PARTITION_COLUMN)
         return df.with_columns(pl.lit(partition, dtype=pl.String).alias(PARTITION_COLUMN))
 
-    def partition_hash(self, table: str, partition: str, df: pl.DataFrame) -> str:
-        """The content hash ``df`` would have once written as ``partition``."""
-        return content_hash(self.with_partition(table, partition, df))
-
     def current(self, table: str, partition: str) -> tuple[int, tuple[str, ...]] | None:
         """The latest table version and the files of ``partition`` in it; None without a table."""
-        try:
-            dt = DeltaTable(self.table_uri(table))
-        except TableNotFoundError:
-            return None
-        return dt.version(), self._partition_files(dt, partition)
+        dt = self._open(table)
+        return None if dt is None else (dt.version(), self._partition_files(dt, partition))
 
     def read(self, pins: Sequence[PartitionVersion]) -> pl.DataFrame:
         """Read exactly the pinned partitions and verify each one's content hash.
@@ -210,10 +228,12 @@ class DeltaPartitionStore:
             )
         return df
 
-    def _stored_schema(self, pin: PartitionVersion) -> pl.Schema:
-        """The schema :meth:`read` returns for ``pin`` (from one file's footer when it has files)."""
+    def _stored_schema(self, pin: PartitionVersion, dt: DeltaTable) -> pl.Schema:
+        """The schema :meth:`read` returns for ``pin`` (one file's footer, or the table schema)."""
         if not pin.files:
-            return self._load_pin(pin).schema
+            empty = pl.from_arrow(pa.schema(dt.schema().to_arrow()).empty_table())
+            assert isinstance(empty, pl.DataFrame)
+            return empty.schema
         schema = pl.scan_parquet(Path(self.table_uri(pin.table)) / unquote(pin.files[0])).collect_schema()
         return pl.Schema([*schema.items(), (PARTITION_COLUMN, pl.String())])
 
