@@ -26,7 +26,7 @@ def demo(
 ) -> None:
     """Materialize raw -> validated -> flight_features for each day of [start, end], incrementally."""
     from ml_platform.definitions import DATA_JOB, build_definitions
-    from ml_platform.demo import days, partitions_to_run, run_partitions, summarize
+    from ml_platform.demo import RunOutcome, days, layers, partitions_to_run, run_partitions, summarize
     from ml_platform.instance import open_instance
     from ml_platform.settings import PlatformSettings
 
@@ -52,10 +52,12 @@ def demo(
             TimeElapsedColumn(),
             console=console,
         ) as progress:
-            task = progress.add_task("materializing", total=len(todo))
+            task = progress.add_task("materializing", total=len(todo) * len(layers(job)))
 
-            def done(outcome):  # type: ignore[no-untyped-def]
-                progress.update(task, advance=1, description=f"materialized {outcome.partition}")
+            def done(outcome: RunOutcome) -> None:
+                progress.update(
+                    task, advance=outcome.days, description=f"{outcome.layer} {outcome.first}..{outcome.last}"
+                )
 
             outcomes = run_partitions(instance, job, todo, on_done=done)
         failed = next((o for o in outcomes if not o.success), None)
@@ -77,7 +79,10 @@ def demo(
     out.write_text(json.dumps([s.__dict__ for s in summaries], indent=2))
     console.print(f"Every partition's data version: {out}")
     if failed:
-        console.print(f"[red]Partition {failed.partition} failed (run {failed.run_id}):[/] {failed.error}")
+        console.print(
+            f"[red]{failed.layer} {failed.first}..{failed.last} failed[/]"
+            f" (run {failed.run_id}): {failed.error}"
+        )
         raise typer.Exit(1)
     console.print("Browse it: [bold]make ui[/] (Dagster UI on http://127.0.0.1:3000)")
 

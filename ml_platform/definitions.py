@@ -34,11 +34,9 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
         partitioning=partitioning,
         build=BuildInfo(git_commit=settings.git_commit or git_commit(settings.root_dir)),
         max_quarantine_share=settings.max_quarantine_share,
-        backfill_policy=(
-            dg.BackfillPolicy.single_run()
-            if settings.single_run_backfill
-            else dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
-        ),
+        # One partition per UI-launched run: each run covers one layer's day or the whole graph's
+        # day. Range runs (one layer over many days) are launched by `mlp demo` (ml_platform.demo).
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     )
     assets = [*build_raw_assets(build), *build_validated_assets(build), *build_feature_assets(build)]
     data_job = dg.define_asset_job(

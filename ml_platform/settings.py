@@ -51,13 +51,6 @@ class PlatformSettings(BaseSettings):
         le=1.0,
         description="A validated partition fails when more than this share of its rows is quarantined.",
     )
-    single_run_backfill: bool = Field(
-        False,
-        description=(
-            "Backfill a range of partitions in one run (BackfillPolicy.single_run). Default off: one run per"
-            " partition gives each partition its own content DataVersion and partition-scoped checks."
-        ),
-    )
     executor: Literal["in_process", "multiprocess"] = Field(
         "multiprocess", description="Executor of the local environment."
     )

@@ -18,7 +18,3 @@ class AssetBuild:
     build: BuildInfo
     max_quarantine_share: float
     backfill_policy: dg.BackfillPolicy
-
-    def check_partitions(self) -> dg.PartitionsDefinition | None:
-        """Checks are partition-scoped, except in single-run backfills where a step spans a range."""
-        return None if self.backfill_policy.max_partitions_per_run is None else self.partitioning.daily

@@ -7,9 +7,7 @@ records lineage the same way and the lineage tooling reads one format
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,46 +154,117 @@ def partition_metadata(
     }
 
 
-def report(context: dg.AssetExecutionContext, results: Sequence[PartitionResult]) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    """Report published partitions to Dagster.
+AssetEvent = dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.AssetCheckResult  # type: ignore[type-arg]
 
-    One partition (the default, one run per partition): its content hash is the DataVersion and
-    the checks are scoped to the partition. A range (a single-run backfill): each partition gets
-    its own metadata, including its content hash under ``storage/content_hash``; Dagster 1.13
-    keeps one DataVersion per step output, so the range records a digest of the partition hashes
-    and each check reports whether it passed on every partition, naming the ones that did not.
+
+class PartitionReporter:
+    """Reports an asset's partitions to Dagster, one by one, with exact per-partition versions.
+
+    * A run of one partition (what the UI launches: the backfill policy is one partition per run)
+      ends with a plain ``MaterializeResult`` whose DataVersion is the partition's content hash.
+    * A run over a range (``mlp demo`` and the benchmark run each layer of the graph over a range,
+      see :func:`ml_platform.demo.layers`) yields, as each partition is published, its own
+      ``AssetMaterialization`` with its content hash as data version, and its own partition-scoped
+      check evaluations. Dagster's ``MaterializeResult`` cannot do this (it carries one DataVersion
+      for the whole range), so the data-version tags are written the way Dagster writes them for a
+      user-provided version. The check outputs Dagster requires per step close the range with one
+      summary result per check. A failure midway keeps the partitions already reported.
+
+    Such an asset yields no output in a range run, so Dagster would skip its downstream assets in
+    the same run; a range run therefore must select a single layer, and :meth:`start` refuses
+    anything else with a clear error.
     """
-    if len(results) == 1:
-        only = results[0]
-        return dg.MaterializeResult(
-            metadata=only.metadata,
-            data_version=dg.DataVersion(only.version.content_hash),
-            check_results=only.checks,
+
+    def __init__(self, context: dg.AssetExecutionContext) -> None:
+        self.context = context
+        self.partitions = list(context.partition_keys)
+        # a range run (even of one day) has no single partition key for Dagster to scope checks by
+        self.ranged = len(self.partitions) > 1 or not context.has_partition_key
+        self.results: list[PartitionResult] = []
+        if self.ranged:
+            self._refuse_multi_layer_range()
+
+    def publish(self, result: PartitionResult) -> Iterator[AssetEvent]:
+        """Record one published partition (streamed right away in a range run)."""
+        self.results.append(result)
+        if not self.ranged:
+            return
+        from dagster._core.definitions.data_version import (
+            CODE_VERSION_TAG,
+            DATA_VERSION_IS_USER_PROVIDED_TAG,
+            DATA_VERSION_TAG,
         )
-    for result in results:
-        context.add_asset_metadata(result.metadata, partition_key=result.partition)
-    digest = hashlib.sha256(
-        json.dumps([(r.partition, r.version.content_hash) for r in results]).encode()
-    ).hexdigest()
-    merged: dict[str, list[dg.AssetCheckResult]] = {}
-    for result in results:
-        for check in result.checks:
-            merged.setdefault(check.check_name or "", []).append(check)
-    checks = [
-        dg.AssetCheckResult(
-            check_name=name,
-            passed=all(c.passed for c in items),
-            severity=items[0].severity,
-            metadata={
-                "partitions": len(items),
-                "failed_partitions": dg.MetadataValue.json(
-                    [r.partition for r, c in zip(results, items, strict=True) if not c.passed]
-                ),
+
+        key = self.context.asset_key
+        yield dg.AssetMaterialization(
+            asset_key=key,
+            partition=result.partition,
+            metadata=result.metadata,
+            tags={
+                DATA_VERSION_TAG: result.version.content_hash,
+                DATA_VERSION_IS_USER_PROVIDED_TAG: "true",
+                CODE_VERSION_TAG: self.context.assets_def.code_versions_by_key[key] or "",
             },
         )
-        for name, items in merged.items()
-    ]
-    return dg.MaterializeResult(data_version=dg.DataVersion(digest), check_results=checks)
+        yield from self._evaluations(result.partition, result.checks)
+
+    def fail(self, partition: str, checks: Sequence[dg.AssetCheckResult]) -> Iterator[AssetEvent]:
+        """Report failed checks of ``partition`` before the asset raises."""
+        if self.ranged:
+            yield from self._evaluations(partition, checks)
+        else:
+            yield from checks
+
+    def finish(self) -> Iterator[AssetEvent]:
+        """Close the run: the MaterializeResult of a single partition, or the range's check summary."""
+        if not self.ranged:
+            (only,) = self.results
+            yield dg.MaterializeResult(
+                metadata=only.metadata,
+                data_version=dg.DataVersion(only.version.content_hash),
+                check_results=only.checks,
+            )
+            return
+        for spec in self.context.assets_def.check_specs:
+            outcomes = [(r.partition, c) for r in self.results for c in r.checks if c.check_name == spec.name]
+            failed = [p for p, c in outcomes if not c.passed]
+            yield dg.AssetCheckResult(
+                check_name=spec.name,
+                passed=not failed,
+                severity=outcomes[0][1].severity if outcomes else dg.AssetCheckSeverity.ERROR,
+                description=f"Summary of a range run: {len(outcomes)} partitions, each evaluated separately.",
+                metadata={
+                    "range": f"{self.partitions[0]}..{self.partitions[-1]}",
+                    "partitions": len(outcomes),
+                    "failed_partitions": dg.MetadataValue.json(failed),
+                },
+            )
+
+    def _evaluations(self, partition: str, checks: Sequence[dg.AssetCheckResult]) -> Iterator[AssetEvent]:
+        specs = {spec.name: spec for spec in self.context.assets_def.check_specs}
+        for check in checks:
+            yield dg.AssetCheckEvaluation(
+                asset_key=self.context.asset_key,
+                check_name=check.check_name or "",
+                passed=check.passed,
+                metadata=check.metadata,
+                severity=check.severity,
+                description=check.description,
+                blocking=specs[check.check_name or ""].blocking,
+                partition=partition,
+            )
+
+    def _refuse_multi_layer_range(self) -> None:
+        layer = self.context.job_def.asset_layer
+        in_run = set(self.context.run.asset_selection or layer.executable_asset_keys)
+        downstream = layer.asset_graph.get(self.context.asset_key).child_keys & in_run
+        if downstream:
+            names = ", ".join(sorted(k.to_user_string() for k in downstream))
+            raise dg.Failure(
+                f"{self.context.asset_key.to_user_string()}: a run over a partition range"
+                f" ({self.partitions[0]}..{self.partitions[-1]}) must not also select its downstream"
+                f" assets ({names}); run one layer at a time (as `mlp demo` does) or one partition per run."
+            )
 
 
 def _ranges(partitions: Sequence[str]) -> str:

@@ -251,3 +251,54 @@ def test_quarantined_rows_below_threshold_are_excluded_and_warned(
     assert latest(instance, "flight_features", DAYS[0]).metadata[keys.ROW_COUNT].value == good.height - bad
     (warning,) = check_evaluations(instance, "validated_flights", "no_quarantined_rows")
     assert warning.passed is False and warning.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_range_runs_give_each_day_its_own_version_and_checks(make_settings, instance, tmp_path):
+    """`mlp demo` runs one layer over many days; each day must look exactly as if run alone."""
+    from ml_platform.definitions import DATA_JOB, build_definitions
+    from ml_platform.demo import run_partitions
+
+    settings = make_settings()
+    job = build_definitions(settings).resolve_job_def(DATA_JOB)
+    outcomes = run_partitions(instance, job, DAYS, chunk_days=2)
+    assert all(o.success for o in outcomes), [o.error for o in outcomes]
+    assert [(o.first, o.last) for o in outcomes] == [(DAYS[0], DAYS[1])] * 3 + [(DAYS[2], DAYS[2])] * 3
+
+    for asset in ASSETS:
+        versions = {d: latest(instance, asset, d) for d in DAYS}
+        for day, mat in versions.items():
+            assert mat.tags["dagster/data_version"] == mat.metadata[keys.STORAGE_CONTENT_HASH].value, (
+                asset,
+                day,
+            )
+        assert len({m.tags["dagster/data_version"] for m in versions.values()}) == len(DAYS), asset
+    evaluations = check_evaluations(instance, "flight_features", "no_look_ahead")
+    assert {e.partition for e in evaluations if e.partition} == set(DAYS)
+    assert all(e.passed for e in evaluations)
+
+    # the same day run alone, one partition per run as the UI does, gets the same data versions
+    other = make_settings(storage_root="storage2")
+    home = tmp_path / "home2"
+    home.mkdir()
+    with dg.DagsterInstance.local_temp(
+        tempdir=str(home), overrides={"telemetry": {"enabled": False}}
+    ) as fresh:
+        run_days(other, fresh, DAYS[:1])
+        for asset in ASSETS:
+            alone = latest(fresh, asset, DAYS[0]).tags["dagster/data_version"]
+            assert alone == latest(instance, asset, DAYS[0]).tags["dagster/data_version"], asset
+
+
+def test_a_range_run_over_several_layers_is_refused_clearly(make_settings, instance):
+    from ml_platform.definitions import DATA_JOB, build_definitions
+
+    job = build_definitions(make_settings()).resolve_job_def(DATA_JOB)
+    result = job.execute_in_process(
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[1]},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    message = failure_messages(result)
+    assert "must not also select its downstream assets" in message and "run one layer at a time" in message

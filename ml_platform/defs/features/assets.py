@@ -7,13 +7,14 @@ import dagster as dg
 
 from ml_platform.defs.common import AssetBuild
 from ml_platform.defs.publish import (
+    AssetEvent,
+    PartitionReporter,
     PartitionResult,
     describe,
     partition_metadata,
     previous_version,
     read_pinned,
     recorded_pins,
-    report,
 )
 from ml_platform.lib import hashing
 from ml_platform.lib.features import transforms
@@ -48,6 +49,7 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         ],
         partitions_def=parts.daily,
         backfill_policy=build.backfill_policy,
+        output_required=False,  # a range run reports per-partition events instead (PartitionReporter)
         code_version=code_version,
         description=(
             "One row per scheduled flight of the day: calendar features, the latest weather observed"
@@ -57,18 +59,16 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
             " marked (flight_status, has_target)."
         ),
         check_specs=[
-            dg.AssetCheckSpec(
-                name, asset=NAME, blocking=True, partitions_def=build.check_partitions(), description=text
-            )
+            dg.AssetCheckSpec(name, asset=NAME, blocking=True, partitions_def=parts.daily, description=text)
             for name, text in INVARIANTS.items()
         ],
     )
     def _asset(
         context: dg.AssetExecutionContext, versioned_store: VersionedStoreResource
-    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:  # type: ignore[type-arg]
+    ) -> Iterator[AssetEvent]:
         store = versioned_store.store()
-        results = []
-        for partition in context.partition_keys:
+        reporter = PartitionReporter(context)
+        for partition in reporter.partitions:
             day = date.fromisoformat(partition)
             flight_pins = recorded_pins(
                 context.instance,
@@ -96,7 +96,7 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
             ]
             failed = [o for o in outcomes if not o.passed]
             if failed:
-                yield from checks
+                yield from reporter.fail(partition, checks)
                 raise dg.Failure(
                     description=f"{NAME}[{partition}]: invariant(s) failed, nothing published: "
                     + "; ".join(f"{o.name} ({o.violations} {o.description})" for o in failed),
@@ -108,7 +108,7 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                 f"{NAME}[{partition}]: {version.row_count} rows from {len(flight_pins)} flight and"
                 f" {len(weather_pins)} weather partitions -> {describe(version)}"
             )
-            results.append(
+            yield from reporter.publish(
                 PartitionResult(
                     partition,
                     version,
@@ -129,6 +129,6 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                     checks=checks,
                 )
             )
-        yield report(context, results)
+        yield from reporter.finish()
 
     return [_asset]

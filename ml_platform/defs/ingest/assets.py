@@ -1,16 +1,18 @@
 """``raw_flights`` and ``raw_weather``: one day as delivered, with its source identity."""
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import dagster as dg
 
 from ml_platform.defs.common import AssetBuild
 from ml_platform.defs.publish import (
+    AssetEvent,
+    PartitionReporter,
     PartitionResult,
     describe,
     partition_metadata,
     previous_version,
-    report,
 )
 from ml_platform.lib import hashing, metadata
 from ml_platform.lib.ingest import contracts, sources
@@ -42,16 +44,17 @@ def _raw_asset(dataset: Dataset, build: AssetBuild, code_version: str) -> dg.Ass
         kinds={"polars", "delta"},
         partitions_def=build.partitioning.daily,
         backfill_policy=build.backfill_policy,
+        output_required=False,  # a range run reports per-partition events instead (PartitionReporter)
         code_version=code_version,
         description=_DESCRIPTIONS[dataset],
     )
     def _asset(
         context: dg.AssetExecutionContext, source: RawSourceResource, versioned_store: VersionedStoreResource
-    ) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    ) -> Iterator[AssetEvent]:
         reader = source.source()
         store = versioned_store.store()
-        results = []
-        for partition in context.partition_keys:
+        reporter = PartitionReporter(context)
+        for partition in reporter.partitions:
             try:
                 raw = reader.read_day(dataset, date.fromisoformat(partition))
             except SourceError as exc:
@@ -65,7 +68,7 @@ def _raw_asset(dataset: Dataset, build: AssetBuild, code_version: str) -> dg.Ass
             context.log.info(
                 f"{name}[{partition}]: {version.row_count} rows from {raw.source_file} -> {describe(version)}"
             )
-            results.append(
+            yield from reporter.publish(
                 PartitionResult(
                     partition,
                     version,
@@ -84,6 +87,6 @@ def _raw_asset(dataset: Dataset, build: AssetBuild, code_version: str) -> dg.Ass
                     ),
                 )
             )
-        return report(context, results)
+        yield from reporter.finish()
 
     return _asset

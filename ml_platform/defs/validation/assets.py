@@ -10,13 +10,14 @@ from dagster_pandera import pandera_schema_to_dagster_type
 
 from ml_platform.defs.common import AssetBuild
 from ml_platform.defs.publish import (
+    AssetEvent,
+    PartitionReporter,
     PartitionResult,
     describe,
     partition_metadata,
     previous_version,
     read_pinned,
     recorded_pins,
-    report,
 )
 from ml_platform.lib import hashing, metadata
 from ml_platform.lib.ingest.contracts import INGESTED_AT_COLUMN
@@ -55,7 +56,6 @@ def _validated_asset(
     upstream = f"raw_{dataset}"
     quarantine_table = f"quarantine_{dataset}"
     share = build.max_quarantine_share
-    check_partitions = build.check_partitions()
 
     @dg.asset(
         name=name,
@@ -64,6 +64,7 @@ def _validated_asset(
         deps=[upstream],
         partitions_def=build.partitioning.daily,
         backfill_policy=build.backfill_policy,
+        output_required=False,  # a range run reports per-partition events instead (PartitionReporter)
         code_version=code_version,
         description=(
             f"The day's {dataset} rows that pass {schema.__name__} (pandera, polars backend, lazy"
@@ -82,24 +83,24 @@ def _validated_asset(
                 THRESHOLD_CHECK,
                 asset=name,
                 blocking=True,
-                partitions_def=check_partitions,
+                partitions_def=build.partitioning.daily,
                 description=f"At most {share:.1%} of the day's rows fail {schema.__name__}.",
             ),
             dg.AssetCheckSpec(
                 CLEAN_CHECK,
                 asset=name,
                 blocking=False,
-                partitions_def=check_partitions,
+                partitions_def=build.partitioning.daily,
                 description="Warns when any row of the day was quarantined.",
             ),
         ],
     )
     def _asset(
         context: dg.AssetExecutionContext, versioned_store: VersionedStoreResource
-    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:  # type: ignore[type-arg]
+    ) -> Iterator[AssetEvent]:
         store = versioned_store.store()
-        results = []
-        for partition in context.partition_keys:
+        reporter = PartitionReporter(context)
+        for partition in reporter.partitions:
             pins = recorded_pins(context.instance, dg.AssetKey(upstream), [partition], table=upstream)
             raw = read_pinned(store, pins).drop(PARTITION_COLUMN)
             try:
@@ -119,7 +120,8 @@ def _validated_asset(
             try:
                 enforce_threshold(outcome, share, name, partition)
             except QuarantineThresholdExceeded as exc:
-                yield dg.AssetCheckResult(check_name=THRESHOLD_CHECK, passed=False, metadata=evidence)
+                failed = dg.AssetCheckResult(check_name=THRESHOLD_CHECK, passed=False, metadata=evidence)
+                yield from reporter.fail(partition, [failed])
                 raise dg.Failure(description=str(exc), metadata=evidence) from exc
             frame = _DERIVE[dataset](outcome.valid).drop(INGESTED_AT_COLUMN, strict=False)
             previous = previous_version(context.instance, context.asset_key, partition, name)
@@ -128,7 +130,7 @@ def _validated_asset(
                 f"{name}[{partition}]: {version.row_count} valid, {outcome.quarantined.height} quarantined"
                 f" -> {describe(version)}"
             )
-            results.append(
+            yield from reporter.publish(
                 PartitionResult(
                     partition,
                     version,
@@ -165,6 +167,6 @@ def _validated_asset(
                     ],
                 )
             )
-        yield report(context, results)
+        yield from reporter.finish()
 
     return _asset
