@@ -57,31 +57,26 @@ def latest_materializations(
     return {r.asset_materialization.partition: r for r in records if r.asset_materialization}  # type: ignore[misc]
 
 
-def recorded_pins(
-    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: Sequence[str], *, table: str
-) -> list[PartitionVersion]:
-    """Return the storage record of the latest materialization of each upstream partition.
+class RecordedVersions:
+    """The storage records of an asset's partitions, as their latest materializations recorded them.
 
-    This is how an asset reads its upstreams: through the table version and files that the
-    upstream materialization recorded, never "the latest files".
-
-    Raises:
-        UpstreamNotMaterialized: naming every partition without a recorded materialization.
+    This is how an asset reads its upstreams: through the table version, files and content hash
+    that the upstream materialization recorded, never "the latest files". One instance is built per
+    step for every partition the step needs (two queries), not per partition.
     """
-    records = latest_materializations(instance, asset_key, partitions)
-    missing = sorted(set(partitions) - set(records))
-    if missing:
-        raise UpstreamNotMaterialized(
-            f"{asset_key.to_user_string()}: partition(s) {_ranges(missing)} have no materialization;"
-            " materialize them first (or backfill the range)"
-        )
-    pins = []
-    for partition in partitions:
-        record = records[partition]
-        meta = record.asset_materialization.metadata  # type: ignore[union-attr]
-        try:
-            pins.append(
-                PartitionVersion(
+
+    def __init__(
+        self, instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: Iterable[str], *, table: str
+    ) -> None:
+        self.asset_key = asset_key
+        self._pins: dict[str, PartitionVersion] = {}
+        self._broken: dict[str, str] = {}
+        for partition, record in latest_materializations(
+            instance, asset_key, sorted(set(partitions))
+        ).items():
+            meta = record.asset_materialization.metadata  # type: ignore[union-attr]
+            try:
+                self._pins[partition] = PartitionVersion(
                     table=table,
                     partition=partition,
                     table_version=int(meta[keys.STORAGE_TABLE_VERSION].value),  # type: ignore[arg-type]
@@ -89,13 +84,32 @@ def recorded_pins(
                     row_count=int(meta[keys.ROW_COUNT].value),  # type: ignore[arg-type]
                     files=tuple(meta[keys.STORAGE_FILES].value),  # type: ignore[arg-type]
                 )
+            except KeyError as exc:
+                self._broken[partition] = (
+                    f"materialization (run {record.run_id}) lacks lineage metadata {exc}"
+                )
+
+    def get(self, partition: str) -> PartitionVersion | None:
+        """The record of ``partition``, or None when it has no usable materialization."""
+        return self._pins.get(partition)
+
+    def require(self, partitions: Sequence[str]) -> list[PartitionVersion]:
+        """The records of ``partitions``, in order.
+
+        Raises:
+            UpstreamNotMaterialized: naming every partition without a recorded materialization.
+        """
+        name = self.asset_key.to_user_string()
+        broken = [p for p in partitions if p in self._broken]
+        if broken:
+            raise dg.Failure(f"{name}[{broken[0]}]: {self._broken[broken[0]]}; rematerialize it")
+        missing = [p for p in partitions if p not in self._pins]
+        if missing:
+            raise UpstreamNotMaterialized(
+                f"{name}: partition(s) {_ranges(missing)} have no materialization;"
+                " materialize them first (or backfill the range)"
             )
-        except KeyError as exc:
-            raise dg.Failure(
-                f"{asset_key.to_user_string()}[{partition}]: materialization (run {record.run_id})"
-                f" lacks lineage metadata {exc}; rematerialize it"
-            ) from exc
-    return pins
+        return [self._pins[p] for p in partitions]
 
 
 def read_pinned(store: DeltaPartitionStore, pins: Sequence[PartitionVersion]) -> pl.DataFrame:
@@ -104,16 +118,6 @@ def read_pinned(store: DeltaPartitionStore, pins: Sequence[PartitionVersion]) ->
         return store.read(pins)
     except Exception as exc:
         raise dg.Failure(str(exc)) from exc
-
-
-def previous_version(
-    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str, table: str
-) -> PartitionVersion | None:
-    """The storage record of this partition's latest materialization, if it has one."""
-    try:
-        return recorded_pins(instance, asset_key, [partition], table=table)[0]
-    except (UpstreamNotMaterialized, dg.Failure):
-        return None
 
 
 def describe(version: PartitionVersion) -> str:

@@ -10,11 +10,10 @@ from ml_platform.defs.publish import (
     AssetEvent,
     PartitionReporter,
     PartitionResult,
+    RecordedVersions,
     describe,
     partition_metadata,
-    previous_version,
     read_pinned,
-    recorded_pins,
 )
 from ml_platform.lib import hashing
 from ml_platform.lib.features import transforms
@@ -68,20 +67,24 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
     ) -> Iterator[AssetEvent]:
         store = versioned_store.store()
         reporter = PartitionReporter(context)
+        windows = {
+            p: (
+                upstream_keys(parts.flights_window, parts.daily, p),
+                upstream_keys(parts.weather_window, parts.daily, p),
+            )
+            for p in reporter.partitions
+        }
+        flight_versions = RecordedVersions(
+            context.instance, dg.AssetKey(FLIGHTS), {k for f, _ in windows.values() for k in f}, table=FLIGHTS
+        )
+        weather_versions = RecordedVersions(
+            context.instance, dg.AssetKey(WEATHER), {k for _, w in windows.values() for k in w}, table=WEATHER
+        )
+        published = RecordedVersions(context.instance, context.asset_key, reporter.partitions, table=NAME)
         for partition in reporter.partitions:
             day = date.fromisoformat(partition)
-            flight_pins = recorded_pins(
-                context.instance,
-                dg.AssetKey(FLIGHTS),
-                upstream_keys(parts.flights_window, parts.daily, partition),
-                table=FLIGHTS,
-            )
-            weather_pins = recorded_pins(
-                context.instance,
-                dg.AssetKey(WEATHER),
-                upstream_keys(parts.weather_window, parts.daily, partition),
-                table=WEATHER,
-            )
+            flight_pins = flight_versions.require(windows[partition][0])
+            weather_pins = weather_versions.require(windows[partition][1])
             flights = read_pinned(store, flight_pins).drop(PARTITION_COLUMN)
             weather = read_pinned(store, weather_pins).drop(PARTITION_COLUMN)
             frame = build_flight_features(day, flights, weather)
@@ -102,8 +105,7 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                     + "; ".join(f"{o.name} ({o.violations} {o.description})" for o in failed),
                     metadata={"partition": partition},
                 )
-            previous = previous_version(context.instance, context.asset_key, partition, NAME)
-            version = store.write_partition(NAME, partition, frame, unless_same_as=previous)
+            version = store.write_partition(NAME, partition, frame, unless_same_as=published.get(partition))
             context.log.info(
                 f"{NAME}[{partition}]: {version.row_count} rows from {len(flight_pins)} flight and"
                 f" {len(weather_pins)} weather partitions -> {describe(version)}"

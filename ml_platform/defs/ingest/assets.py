@@ -10,9 +10,9 @@ from ml_platform.defs.publish import (
     AssetEvent,
     PartitionReporter,
     PartitionResult,
+    RecordedVersions,
     describe,
     partition_metadata,
-    previous_version,
 )
 from ml_platform.lib import hashing, metadata
 from ml_platform.lib.ingest import contracts, sources
@@ -54,6 +54,7 @@ def _raw_asset(dataset: Dataset, build: AssetBuild, code_version: str) -> dg.Ass
         reader = source.source()
         store = versioned_store.store()
         reporter = PartitionReporter(context)
+        published = RecordedVersions(context.instance, context.asset_key, reporter.partitions, table=name)
         for partition in reporter.partitions:
             try:
                 raw = reader.read_day(dataset, date.fromisoformat(partition))
@@ -63,8 +64,7 @@ def _raw_asset(dataset: Dataset, build: AssetBuild, code_version: str) -> dg.Ass
                     metadata={"partition": exc.partition, "file": exc.file, "problem": exc.problem},
                 ) from exc
             frame = with_source_columns(raw, datetime.now(UTC))
-            previous = previous_version(context.instance, context.asset_key, partition, name)
-            version = store.write_partition(name, partition, frame, unless_same_as=previous)
+            version = store.write_partition(name, partition, frame, unless_same_as=published.get(partition))
             context.log.info(
                 f"{name}[{partition}]: {version.row_count} rows from {raw.source_file} -> {describe(version)}"
             )

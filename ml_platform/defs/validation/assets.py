@@ -13,11 +13,10 @@ from ml_platform.defs.publish import (
     AssetEvent,
     PartitionReporter,
     PartitionResult,
+    RecordedVersions,
     describe,
     partition_metadata,
-    previous_version,
     read_pinned,
-    recorded_pins,
 )
 from ml_platform.lib import hashing, metadata
 from ml_platform.lib.ingest.contracts import INGESTED_AT_COLUMN
@@ -100,8 +99,12 @@ def _validated_asset(
     ) -> Iterator[AssetEvent]:
         store = versioned_store.store()
         reporter = PartitionReporter(context)
+        raw_versions = RecordedVersions(
+            context.instance, dg.AssetKey(upstream), reporter.partitions, table=upstream
+        )
+        published = RecordedVersions(context.instance, context.asset_key, reporter.partitions, table=name)
         for partition in reporter.partitions:
-            pins = recorded_pins(context.instance, dg.AssetKey(upstream), [partition], table=upstream)
+            pins = raw_versions.require([partition])
             raw = read_pinned(store, pins).drop(PARTITION_COLUMN)
             try:
                 outcome = validate_day(raw, schema, date.fromisoformat(partition), name)
@@ -124,8 +127,7 @@ def _validated_asset(
                 yield from reporter.fail(partition, [failed])
                 raise dg.Failure(description=str(exc), metadata=evidence) from exc
             frame = _DERIVE[dataset](outcome.valid).drop(INGESTED_AT_COLUMN, strict=False)
-            previous = previous_version(context.instance, context.asset_key, partition, name)
-            version = store.write_partition(name, partition, frame, unless_same_as=previous)
+            version = store.write_partition(name, partition, frame, unless_same_as=published.get(partition))
             context.log.info(
                 f"{name}[{partition}]: {version.row_count} valid, {outcome.quarantined.height} quarantined"
                 f" -> {describe(version)}"
