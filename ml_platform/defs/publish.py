@@ -7,7 +7,7 @@ records lineage the same way and the lineage tooling reads one format
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,10 +112,14 @@ class RecordedVersions:
         return [self._pins[p] for p in partitions]
 
 
-def read_pinned(store: DeltaPartitionStore, pins: Sequence[PartitionVersion]) -> pl.DataFrame:
+def read_pinned(
+    store: DeltaPartitionStore,
+    pins: Sequence[PartitionVersion],
+    cache: MutableMapping[PartitionVersion, pl.DataFrame] | None = None,
+) -> pl.DataFrame:
     """Read pinned partitions, turning storage errors into Dagster failures with context."""
     try:
-        return store.read(pins)
+        return store.read(pins, cache)
     except Exception as exc:
         raise dg.Failure(str(exc)) from exc
 

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from datetime import date
 
 import dagster as dg
+import polars as pl
 
 from ml_platform.defs.common import AssetBuild
 from ml_platform.defs.publish import (
@@ -18,7 +19,7 @@ from ml_platform.defs.publish import (
 from ml_platform.lib import hashing
 from ml_platform.lib.features import transforms
 from ml_platform.lib.features.transforms import build_flight_features, feature_invariants
-from ml_platform.lib.storage import PARTITION_COLUMN, delta
+from ml_platform.lib.storage import PARTITION_COLUMN, PartitionVersion, delta
 from ml_platform.lib.versioning import code_version_of
 from ml_platform.partitions import upstream_keys
 from ml_platform.resources import VersionedStoreResource
@@ -81,12 +82,13 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
             context.instance, dg.AssetKey(WEATHER), {k for _, w in windows.values() for k in w}, table=WEATHER
         )
         published = RecordedVersions(context.instance, context.asset_key, reporter.partitions, table=NAME)
+        verified: dict[PartitionVersion, pl.DataFrame] = {}  # each upstream day is read once per step
         for partition in reporter.partitions:
             day = date.fromisoformat(partition)
             flight_pins = flight_versions.require(windows[partition][0])
             weather_pins = weather_versions.require(windows[partition][1])
-            flights = read_pinned(store, flight_pins).drop(PARTITION_COLUMN)
-            weather = read_pinned(store, weather_pins).drop(PARTITION_COLUMN)
+            flights = read_pinned(store, flight_pins, verified).drop(PARTITION_COLUMN)
+            weather = read_pinned(store, weather_pins, verified).drop(PARTITION_COLUMN)
             frame = build_flight_features(day, flights, weather)
             outcomes = feature_invariants(frame, flights.filter(flights["flight_date"] == day))
             checks = [

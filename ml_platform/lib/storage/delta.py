@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
@@ -196,16 +196,32 @@ class DeltaPartitionStore:
         dt = self._open(table)
         return None if dt is None else (dt.version(), self._partition_files(dt, partition))
 
-    def read(self, pins: Sequence[PartitionVersion]) -> pl.DataFrame:
+    def read(
+        self,
+        pins: Sequence[PartitionVersion],
+        cache: MutableMapping[PartitionVersion, pl.DataFrame] | None = None,
+    ) -> pl.DataFrame:
         """Read exactly the pinned partitions and verify each one's content hash.
+
+        Args:
+            pins: The partitions to read, as recorded.
+            cache: Verified frames by pin, for a caller that reads overlapping windows (a feature day
+                reads the 28 days before it, so a range run reads each day up to 29 times).
 
         Raises:
             StorageError: when a pinned file is gone (for example vacuumed) or the rows read do not
                 hash to the recorded content hash.
         """
-        frames = [self._read_pin(pin) for pin in pins]
-        if not frames:
+        if not pins:
             raise StorageError("read() needs at least one pinned partition")
+        frames = []
+        for pin in pins:
+            frame = cache.get(pin) if cache is not None else None
+            if frame is None:
+                frame = self._read_pin(pin)
+                if cache is not None:
+                    cache[pin] = frame
+            frames.append(frame)
         return pl.concat(frames, how="diagonal_relaxed")
 
     def read_at_version(self, table: str, partition: str, version: int) -> pl.DataFrame:

@@ -292,3 +292,16 @@ def test_identical_content_is_not_written_again(
     back = store.write_partition(TABLE, DAY1, days[DAY1], unless_same_as=first)
     assert not back.reused and back.content_hash == first.content_hash
     assert back.table_version == changed.table_version + 1
+
+
+def test_a_cache_reads_each_pinned_partition_once(
+    store: DeltaPartitionStore, days: dict[str, pl.DataFrame], tmp_path: Path
+) -> None:
+    pin = store.write_partition(TABLE, DAY1, days[DAY1])
+    cache: dict[PartitionVersion, pl.DataFrame] = {}
+    first = store.read([pin], cache)
+    for file in pin.files:  # the files go away: only the cache can still answer
+        (Path(store.table_uri(TABLE)) / file).unlink()
+    assert store.read([pin, pin], cache).equals(pl.concat([first, first]))
+    with pytest.raises(StorageError, match="gone"):
+        store.read([pin])
