@@ -1,4 +1,4 @@
-"""The main job of ``make demo``: materialize raw -> features day by day, incrementally."""
+"""The main job of ``make demo``: raw -> features, one layer per run over chunks of days, incrementally."""
 
 from __future__ import annotations
 
