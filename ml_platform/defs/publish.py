@@ -216,6 +216,15 @@ class PartitionReporter:
         )
         yield from self._evaluations(result.partition, result.checks)
 
+    def log(self, message: str) -> None:
+        """Log one partition's outcome in a one-partition run.
+
+        In a range run the per-day materialization already carries all of it, and a log line per
+        day would add a fifth of the run's event-log writes; the range is summed up in one line.
+        """
+        if not self.ranged:
+            self.context.log.info(message)
+
     def fail(self, partition: str, checks: Sequence[dg.AssetCheckResult]) -> Iterator[AssetEvent]:
         """Report failed checks of ``partition`` before the asset raises."""
         if self.ranged:
@@ -233,6 +242,11 @@ class PartitionReporter:
                 check_results=only.checks,
             )
             return
+        self.context.log.info(
+            f"{self.context.asset_key.to_user_string()}: published {len(self.results)} partitions"
+            f" {self.partitions[0]}..{self.partitions[-1]}"
+            f" ({sum(r.version.reused for r in self.results)} unchanged, nothing written)"
+        )
         for spec in self.context.assets_def.check_specs:
             outcomes = [(r.partition, c) for r in self.results for c in r.checks if c.check_name == spec.name]
             failed = [p for p, c in outcomes if not c.passed]

@@ -108,10 +108,13 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                     metadata={"partition": partition},
                 )
             version = store.write_partition(NAME, partition, frame, unless_same_as=published.get(partition))
-            context.log.info(
+            reporter.log(
                 f"{NAME}[{partition}]: {version.row_count} rows from {len(flight_pins)} flight and"
                 f" {len(weather_pins)} weather partitions -> {describe(version)}"
             )
+            # days are processed in order: what lies before today's window is never read again
+            for pin in [p for p in verified if p.partition < windows[partition][0][0]]:
+                del verified[pin]
             yield from reporter.publish(
                 PartitionResult(
                     partition,

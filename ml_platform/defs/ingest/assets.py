@@ -65,7 +65,7 @@ def _raw_asset(dataset: Dataset, build: AssetBuild, code_version: str) -> dg.Ass
                 ) from exc
             frame = with_source_columns(raw, datetime.now(UTC))
             version = store.write_partition(name, partition, frame, unless_same_as=published.get(partition))
-            context.log.info(
+            reporter.log(
                 f"{name}[{partition}]: {version.row_count} rows from {raw.source_file} -> {describe(version)}"
             )
             yield from reporter.publish(

@@ -128,7 +128,7 @@ def _validated_asset(
                 raise dg.Failure(description=str(exc), metadata=evidence) from exc
             frame = _DERIVE[dataset](outcome.valid).drop(INGESTED_AT_COLUMN, strict=False)
             version = store.write_partition(name, partition, frame, unless_same_as=published.get(partition))
-            context.log.info(
+            reporter.log(
                 f"{name}[{partition}]: {version.row_count} valid, {outcome.quarantined.height} quarantined"
                 f" -> {describe(version)}"
             )
