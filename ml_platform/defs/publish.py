@@ -179,7 +179,7 @@ class PartitionReporter:
       summary result per check. A failure midway keeps the partitions already reported.
 
     Such an asset yields no output in a range run, so Dagster would skip its downstream assets in
-    the same run; a range run therefore must select a single layer, and :meth:`start` refuses
+    the same run; a range run therefore must select a single layer, and the constructor refuses
     anything else with a clear error.
     """
 
