@@ -24,9 +24,6 @@ class PlatformSettings(BaseSettings):
         default_factory=Path.cwd,
         description="Project root. Relative paths below are resolved against it.",
     )
-    environment: Literal["local", "production"] = Field(
-        "local", description="Which resource set the Definitions use."
-    )
     dagster_home: Path = Field(
         Path(".dagster"), description="DAGSTER_HOME of the embedded default (sqlite instance)."
     )
