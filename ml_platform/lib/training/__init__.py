@@ -1,0 +1,1 @@
+"""Training of the delay model: data encoding, the torch network, the loop, HPO and metrics."""

@@ -1,0 +1,147 @@
+"""One model partition end to end: split, standardize, search, train, track, register.
+
+This is what the ``delay_model`` asset calls; it is plain Python (no Dagster) so tests, the
+benchmark and ``mlp`` run exactly the same steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mlflow
+import polars as pl
+import torch
+
+from ml_platform.lib.training.data import Preprocessor, fit_preprocessor, labelled, split_by_time
+from ml_platform.lib.training.hpo import StudyOutcome, run_study
+from ml_platform.lib.training.loop import TrainConfig, TrainResult, train
+from ml_platform.lib.training.tracking import DatasetRef, LoggedModel, MlflowTracking, config_params
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """Everything one weekly model partition is trained from."""
+
+    model_name: str
+    partition: str
+    #: Feature rows of the whole training window, read through the recorded versions.
+    features: pl.DataFrame
+    datasets: list[DatasetRef]
+    config: TrainConfig
+    #: The window's last days judge early stopping and HPO trials.
+    validation_days: int
+    hpo_trials: int
+    optuna_storage: str
+    study_name: str
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What a training produced and how."""
+
+    logged: LoggedModel
+    study: StudyOutcome | None
+    result: TrainResult
+    config: TrainConfig
+    preprocessor: Preprocessor
+    train_rows: int
+    validation_rows: int
+    weights_digest: str
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over the weights (names, shapes and bytes), the model's content version."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def train_partition(
+    request: TrainingRequest, tracking: MlflowTracking, log: Callable[[str], None] = lambda _: None
+) -> TrainingOutcome:
+    """Train, track and register the model of ``request.partition``."""
+    rows = labelled(request.features)
+    train_frame, validation_frame = split_by_time(rows, request.validation_days)
+    preprocessor = fit_preprocessor(train_frame)
+    train_data, validation = preprocessor.encode(train_frame), preprocessor.encode(validation_frame)
+    log(
+        f"{request.model_name}[{request.partition}]: {train_frame.height} training rows,"
+        f" {validation_frame.height} validation rows ({request.validation_days} last days)"
+    )
+    with tracking.run(f"{request.model_name}-{request.partition}", request.tags) as run_id:
+        mlflow.log_params(
+            {
+                **config_params(request.config),
+                "partition": request.partition,
+                "window_first_day": request.datasets[0].partition if request.datasets else "",
+                "window_last_day": request.datasets[-1].partition if request.datasets else "",
+                "window_partitions": len(request.datasets),
+                "validation_days": request.validation_days,
+                "hpo_trials": request.hpo_trials,
+                "train_rows": train_frame.height,
+                "validation_rows": validation_frame.height,
+            }
+        )
+        tracking.log_datasets(run_id, request.datasets)
+        study = None
+        config = request.config
+        if request.hpo_trials > 0:
+            study = run_study(
+                train_data,
+                validation,
+                preprocessor.cardinalities,
+                request.config.with_params(world_size=1),  # trials run in this process
+                storage=request.optuna_storage,
+                study_name=request.study_name,
+                n_trials=request.hpo_trials,
+                observer=tracking.trial_observer(),
+            )
+            config = request.config.with_params(**study.best_params)
+            mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
+            mlflow.set_tag("optuna.study", request.study_name)
+            mlflow.log_metrics({"hpo_best_val_loss": study.best_value, "hpo_pruned_trials": study.pruned})
+            log(
+                f"HPO {request.study_name}: {len(study.trials)} trials ({study.pruned} pruned),"
+                f" best validation loss {study.best_value:.4f} with {study.best_params}"
+            )
+        result = train(train_data, validation, preprocessor.cardinalities, config)
+        tracking.log_history(result.history)
+        mlflow.log_metrics(
+            {
+                "best_val_loss": result.best_val_loss,
+                "best_epoch": result.best_epoch,
+                "epochs": len(result.history),
+                "samples_per_second": result.samples_per_second,
+            }
+        )
+        mlflow.set_tags({"training.device": result.device, "training.world_size": str(result.world_size)})
+        logged = tracking.log_model(
+            result=result,
+            preprocessor=preprocessor,
+            config=config,
+            example=validation_frame.head(5),
+            registered_name=request.model_name,
+        )
+        log(
+            f"trained on {result.device} (world size {result.world_size}): best epoch {result.best_epoch}"
+            f" of {len(result.history)}, validation loss {result.best_val_loss:.4f},"
+            f" {result.samples_per_second:,.0f} samples/s; registered {logged.registered_name}"
+            f" v{logged.version} (run {run_id})"
+        )
+    return TrainingOutcome(
+        logged=logged,
+        study=study,
+        result=result,
+        config=config,
+        preprocessor=preprocessor,
+        train_rows=train_frame.height,
+        validation_rows=validation_frame.height,
+        weights_digest=weights_digest(result.state_dict),
+    )
