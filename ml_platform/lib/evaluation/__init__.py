@@ -1,0 +1,1 @@
+"""Out-of-time evaluation of models: metrics, baselines, gates and plots."""
