@@ -1,0 +1,1 @@
+"""The model registry: MLflow aliases, governed promotion and its audit log."""
