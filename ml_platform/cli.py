@@ -1,4 +1,4 @@
-"""The ``mlp`` command: demo and ui now; lineage, reproduce, promote and rollback come later."""
+"""The ``mlp`` command: demo, ui and mlflow-ui; promote, rollback, audit and champion for the registry."""
 
 from __future__ import annotations
 
@@ -7,24 +7,34 @@ import os
 import sys
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from ml_platform.settings import PlatformSettings
+
 app = typer.Typer(
     help="ml_platform: the ML lifecycle as a lineage-exact Dagster asset graph.", no_args_is_help=True
 )
-console = Console()
+# piped output (CI logs, `| tee`) gets room for the tables instead of the 80-column default
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 @app.command()
 def demo(
     start: str = typer.Option("2013-01-01", help="First day to materialize."),
     end: str = typer.Option("2013-03-31", help="Last day to materialize (included)."),
+    model_weeks: int = typer.Option(
+        4,
+        min=0,
+        help="Train, evaluate and promote the last N model weeks that fit in [start, end] (0: none).",
+    ),
 ) -> None:
-    """Materialize raw -> validated -> flight_features for each day of [start, end], incrementally."""
+    """Materialize raw -> features for each day of [start, end], then the weekly models, incrementally."""
     from ml_platform.definitions import DATA_JOB, build_definitions
     from ml_platform.demo import RunOutcome, days, layers, partitions_to_run, run_partitions, summarize
     from ml_platform.instance import open_instance
@@ -84,7 +94,208 @@ def demo(
             f" (run {failed.run_id}): {failed.error}"
         )
         raise typer.Exit(1)
-    console.print("Browse it: [bold]make ui[/] (Dagster UI on http://127.0.0.1:3000)")
+    if model_weeks:
+        _demo_models(settings, instance, first, last, model_weeks)
+    console.print(
+        "Browse it: [bold]make ui[/] (Dagster UI on http://127.0.0.1:3000),"
+        " [bold]make mlflow-ui[/] (MLflow on http://127.0.0.1:5000)"
+    )
+
+
+def _demo_models(settings: PlatformSettings, instance: Any, first: date, last: date, limit: int) -> None:
+    """Train, evaluate and promote the model weeks of [first, last]; print the champion's lineage."""
+    import time
+
+    from ml_platform.definitions import MODEL_JOB, build_definitions
+    from ml_platform.demo import model_weeks, partitions_to_run, run_week
+
+    job = build_definitions(settings).resolve_job_def(MODEL_JOB)
+    weeks = model_weeks(settings, first, last)[-limit:]
+    if not weeks:
+        console.print(
+            f"[yellow]No model week fits in {first}..{last}:[/] a week needs"
+            f" {settings.training_window_weeks} weeks of features before it and must end by {last}."
+        )
+        return
+    todo = partitions_to_run(instance, job, weeks)
+    console.print(
+        f"\n[bold]{MODEL_JOB}[/]: weeks {', '.join(weeks)}; {len(weeks) - len(todo)} up to date,"
+        f" {len(todo)} to train ({settings.hpo_trials} Optuna trials each,"
+        f" policy {settings.promotion_policy})."
+    )
+    for week in todo:
+        started = time.perf_counter()
+        outcome = run_week(instance, job, week)
+        status = "[green]ok[/]" if outcome.success else "[red]failed[/]"
+        console.print(f"  week {week}: {status} in {time.perf_counter() - started:.0f}s  {outcome.summary}")
+        if not outcome.success:
+            console.print(f"  [red]{outcome.error}[/] (run {outcome.run_id})")
+            if not outcome.gates_failed:
+                raise typer.Exit(1)
+    _print_champion(settings)
+
+
+def _registry(settings: PlatformSettings) -> Any:
+    import mlflow
+
+    from ml_platform.lib.registry.audit import AuditLog
+    from ml_platform.lib.registry.promotion import ModelRegistry
+
+    uri = settings.mlflow_tracking_uri
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return ModelRegistry(client, settings.registered_model, AuditLog(settings.audit_table))
+
+
+def _print_champion(settings: PlatformSettings) -> None:
+    from ml_platform.lib.training.tracking import model_lineage
+
+    registry = _registry(settings)
+    version = registry.champion()
+    if version is None:
+        console.print(f"[yellow]{settings.registered_model} has no champion yet.[/]")
+        return
+    lineage = model_lineage(registry.client, settings.registered_model, version)
+    metrics = ", ".join(
+        f"{m}={lineage.metrics[f'holdout_{m}']:.3f}"
+        for m in ("mae", "rmse", "roc_auc", "brier")
+        if f"holdout_{m}" in lineage.metrics
+    )
+    console.print(
+        f"\n[bold]Champion[/]: {lineage.model_name} v{lineage.version}"
+        f" (aliases: {', '.join(lineage.aliases)})\n"
+        f"  model version -> MLflow run {lineage.run_id}"
+        f" (Dagster run {lineage.tags.get('dagster.run_id', '?')},"
+        f" {lineage.tags.get('dagster.asset_key', '?')}[{lineage.tags.get('dagster.partition', '?')}],"
+        f" git {lineage.tags.get('git.commit', '?')[:12]})\n"
+        f"  holdout: {metrics}\n"
+        f"  MLflow run -> {len(lineage.datasets)} feature partitions (dataset inputs):"
+    )
+    table = Table(show_header=True)
+    for column in ("feature partition", "context", "Delta table version", "data version"):
+        table.add_column(column)
+    shown = (
+        lineage.datasets
+        if len(lineage.datasets) <= 8
+        else [*lineage.datasets[:4], None, *lineage.datasets[-3:]]
+    )
+    for item in shown:
+        if item is None:
+            table.add_row(f"… {len(lineage.datasets) - 7} more", "", "", "")
+        else:
+            table.add_row(item[0], item[1], item[2], item[3][:16])
+    console.print(table)
+    out = settings.storage_root / "champion_lineage.json"
+    out.write_text(json.dumps(lineage.__dict__, indent=2, default=str))
+    console.print(f"Full lineage: {out}")
+
+
+@app.command()
+def promote(
+    version: str = typer.Option(..., help="Model version to make champion."),
+    approver: str = typer.Option(..., help="Who approves (recorded in the audit log)."),
+    reason: str = typer.Option("manual approval", help="Why, for the audit log."),
+) -> None:
+    """Approve a challenger whose gates passed: point 'champion' at it and record the approval."""
+    from ml_platform.lib.registry.promotion import PromotionRefused
+    from ml_platform.settings import PlatformSettings
+
+    settings = PlatformSettings()
+    registry = _registry(settings)
+    before = registry.champion()
+    try:
+        event = registry.promote(version, approver=approver, reason=reason)
+    except PromotionRefused as exc:
+        console.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"{settings.registered_model}: champion {before or 'none'} -> {version}, approved by {approver}"
+        f" (audit event {event.event_id})"
+    )
+
+
+@app.command()
+def rollback(
+    by: str = typer.Option(None, help="Who rolls back (default: the login name)."),
+    reason: str = typer.Option("rollback", help="Why, for the audit log."),
+) -> None:
+    """Point 'champion' back at the previous champion, in one step, and record it."""
+    import getpass
+
+    from ml_platform.lib.registry.promotion import NothingToRollBack, PromotionRefused
+    from ml_platform.settings import PlatformSettings
+
+    settings = PlatformSettings()
+    registry = _registry(settings)
+    before = registry.champion()
+    try:
+        event = registry.rollback(actor=f"user:{by or getpass.getuser()}", reason=reason)
+    except (NothingToRollBack, PromotionRefused) as exc:
+        console.print(f"[red]cannot roll back:[/] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"{settings.registered_model}: champion {before} -> {registry.champion()}"
+        f" (audit event {event.event_id})"
+    )
+
+
+@app.command()
+def audit(
+    limit: int = typer.Option(20, help="Show the last N events."),
+) -> None:
+    """The model's alias events (promotions, rejections, rollbacks), hash chain verified."""
+    from ml_platform.settings import PlatformSettings
+
+    settings = PlatformSettings()
+    registry = _registry(settings)
+    checked = registry.audit.verify(settings.registered_model)
+    events = registry.history()[-limit:]
+    table = Table(title=f"{settings.registered_model}: audit log ({checked} events, hash chain verified)")
+    for column in ("when (UTC)", "action", "alias", "version", "previous", "actor", "reason", "event"):
+        table.add_column(column)
+    for e in events:
+        table.add_row(
+            e.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
+            e.action,
+            e.alias or "",
+            e.version or "",
+            e.previous_version or "",
+            e.actor,
+            e.reason[:60],
+            e.event_id[:8],
+        )
+    console.print(table)
+
+
+@app.command()
+def champion() -> None:
+    """The champion version and its lineage: MLflow run, Dagster run, feature partitions and versions."""
+    from ml_platform.settings import PlatformSettings
+
+    _print_champion(PlatformSettings())
+
+
+@app.command("mlflow-ui")
+def mlflow_ui(
+    port: int = typer.Option(5000, help="Port."),
+    host: str = typer.Option("127.0.0.1", help="Host."),
+) -> None:
+    """Start the MLflow UI on the platform's tracking store (runs, registered versions, aliases)."""
+    from ml_platform.settings import PlatformSettings
+
+    settings = PlatformSettings()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    args = [
+        str(mlflow),
+        "ui",
+        "--backend-store-uri",
+        str(settings.mlflow_tracking_uri),
+        "-h",
+        host,
+        "-p",
+        str(port),
+    ]
+    console.print(f"$ {' '.join(args)}")
+    os.execv(args[0], args)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""The main job of ``make demo``: raw -> features, one layer per run over chunks of days, incrementally."""
+"""What ``make demo`` runs: raw -> features in range runs per layer, then the weekly models, incrementally."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dagster._core.definitions.data_version import CODE_VERSION_TAG, DATA_VERSIO
 
 from ml_platform.defs.publish import latest_materializations
 from ml_platform.lib import metadata as keys
+from ml_platform.settings import PlatformSettings
 
 
 def days(start: date, end: date) -> list[str]:
@@ -179,3 +180,76 @@ def _step_error(event: dg.DagsterEvent) -> str:
     data = event.step_failure_data
     message = data.error.message.strip() if data and data.error else "no error message"
     return f"{event.step_key}: {message}"
+
+
+def model_weeks(settings: PlatformSettings, first: date, last: date) -> list[str]:
+    """Model weeks whose training window and holdout week both lie within ``[first, last]``."""
+    from ml_platform.partitions import build_partitioning
+
+    weeks = build_partitioning(settings).weekly.get_partition_keys()
+    window = timedelta(weeks=settings.training_window_weeks)
+    return [
+        w
+        for w in weeks
+        if date.fromisoformat(w) - window >= first and date.fromisoformat(w) + timedelta(days=6) <= last
+    ]
+
+
+@dataclass
+class WeekOutcome:
+    """One run of the weekly model job."""
+
+    week: str
+    success: bool
+    run_id: str
+    summary: str
+    error: str | None = None
+    #: The run failed because a blocking gate failed (the model stays challenger), not by an error.
+    gates_failed: bool = False
+
+
+def run_week(instance: dg.DagsterInstance, job: dg.JobDefinition, week: str) -> WeekOutcome:
+    """Train, evaluate and promote one week; summarize what the registry decided."""
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    result = job.execute_in_process(
+        partition_key=week, instance=instance, run_config=quiet, raise_on_error=False
+    )
+    meta = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.asset_materializations_for_node("delay_model")
+        + result.asset_materializations_for_node("model_evaluation")
+        + result.asset_materializations_for_node("model_promotion")
+    }
+    parts = []
+    if "delay_model" in meta:
+        parts.append(f"v{meta['delay_model'][keys.MLFLOW_MODEL_VERSION].value}")
+    if "model_evaluation" in meta:
+        ev = meta["model_evaluation"]
+        parts.append(
+            f"holdout MAE {float(ev['evaluation/model_mae'].value):.2f} (baseline"  # type: ignore[arg-type]
+            f" {float(ev['evaluation/baseline_mae'].value):.2f}),"  # type: ignore[arg-type]
+            f" Brier {float(ev['evaluation/model_brier'].value):.4f}"  # type: ignore[arg-type]
+        )
+    if "model_promotion" in meta:
+        pm = meta["model_promotion"]
+        parts.append(f"{pm[keys.REGISTRY_DECISION].value} -> champion v{pm[keys.REGISTRY_CHAMPION].value}")
+    failed_checks = [
+        e.asset_check_evaluation_data.check_name
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data
+        and not e.asset_check_evaluation_data.passed
+    ]
+    if failed_checks:
+        parts.append(f"gates failed: {', '.join(failed_checks)}; stays challenger")
+    error = None
+    if not result.success:
+        error = "; ".join(_step_error(e) for e in result.all_events if e.is_step_failure) or None
+    return WeekOutcome(
+        week,
+        result.success and not failed_checks,
+        result.run_id,
+        "; ".join(parts),
+        error or ("blocking gate(s) failed" if failed_checks else None),
+        gates_failed=bool(failed_checks) and not any(e.is_step_failure for e in result.all_events),
+    )

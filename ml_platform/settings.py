@@ -56,6 +56,54 @@ class PlatformSettings(BaseSettings):
         None, description="Git commit to record in lineage; default: read from the checkout."
     )
 
+    # --- training, evaluation, registry -------------------------------------------------------
+    training_window_weeks: int = Field(
+        8, ge=2, description="Weeks of flight_features days each weekly delay_model partition trains on."
+    )
+    validation_days: int = Field(
+        7, ge=1, description="Last days of the training window that judge early stopping and HPO trials."
+    )
+    hpo_trials: int = Field(6, ge=0, description="Optuna trials per model partition (0: no search).")
+    max_epochs: int = Field(
+        15, ge=1, description="Epoch limit of each training (early stopping ends sooner)."
+    )
+    patience: int = Field(3, ge=1, description="Epochs without validation improvement before stopping.")
+    batch_size: int = Field(512, ge=8, description="Global batch size (split across DDP processes).")
+    seed: int = Field(0, description="Seed of training, data order and the Optuna sampler.")
+    model_heads: Literal["shared", "separate"] = Field(
+        "shared",
+        description="shared: one trunk, a delay head and an is_delayed head; separate: a network per target.",
+    )
+    training_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto picks CUDA when torch sees a GPU, else CPU."
+    )
+    training_processes: int = Field(
+        1, ge=1, description="Data-parallel (DDP) processes of the final training: gloo on CPU, nccl on GPU."
+    )
+    training_gpus: int = Field(
+        0, ge=0, description="GPUs the training step asks the Kubernetes executor for (a pod resource limit)."
+    )
+    optuna_storage: str | None = Field(
+        None, description="Optuna study storage URL. Default: a sqlite file under the storage root."
+    )
+    mlflow_experiment: str = Field("ml_platform", description="MLflow experiment of the training runs.")
+    mlflow_artifact_root: str | None = Field(
+        None, description="Artifact location of a new MLflow experiment. Default: <storage>/mlartifacts."
+    )
+    mlflow_ui_url: str = Field(
+        "http://127.0.0.1:5000", description="Base URL of the MLflow UI, for links in asset metadata."
+    )
+    registered_model: str = Field("delay_model", description="Name of the model in the MLflow registry.")
+    promotion_policy: Literal["automatic", "manual"] = Field(
+        "automatic",
+        description="automatic: a version that passes its gates becomes champion; manual: `mlp promote`.",
+    )
+    champion_tolerance: float = Field(
+        0.02,
+        ge=0.0,
+        description="How much worse than the champion (relative, per gate metric) a challenger may be.",
+    )
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> PlatformSettings:
         root = self.root_dir.expanduser().resolve()
@@ -66,6 +114,15 @@ class PlatformSettings(BaseSettings):
             self.drop_folder = (root / self.drop_folder).resolve()
         if self.mlflow_tracking_uri is None:
             self.mlflow_tracking_uri = f"sqlite:///{self.storage_root / 'mlflow.db'}"
+        if self.mlflow_artifact_root is None:
+            self.mlflow_artifact_root = (self.storage_root / "mlartifacts").as_uri()
+        if self.optuna_storage is None:
+            self.optuna_storage = f"sqlite:///{self.storage_root / 'optuna.db'}"
+        if self.validation_days >= 7 * self.training_window_weeks:
+            raise ValueError(
+                f"MLP_VALIDATION_DAYS ({self.validation_days}) must be shorter than the training window"
+                f" ({self.training_window_weeks} weeks)"
+            )
         if self.source == "drop_folder" and self.drop_folder is None:
             raise ValueError("MLP_SOURCE=drop_folder needs MLP_DROP_FOLDER to name the folder")
         if self.partition_end <= self.partition_start:
@@ -79,3 +136,8 @@ class PlatformSettings(BaseSettings):
     def delta_root(self) -> Path:
         """Folder holding one Delta table per asset."""
         return self.storage_root / "delta"
+
+    @property
+    def audit_table(self) -> Path:
+        """The append-only Delta table of model alias events (promotions, rollbacks)."""
+        return self.storage_root / "audit" / "model_alias_events"

@@ -11,10 +11,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ml_platform.definitions import DATA_JOB, build_definitions
+from ml_platform.definitions import DATA_JOB, MODEL_JOB, build_definitions
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = {"raw_flights", "raw_weather", "validated_flights", "validated_weather", "flight_features"}
+MODEL_ASSETS = {"delay_model", "model_evaluation", "model_promotion"}
 
 
 def test_every_job_resolves_and_every_asset_is_described(make_settings):
@@ -24,8 +25,15 @@ def test_every_job_resolves_and_every_asset_is_described(make_settings):
     for name in jobs:
         assert defs.resolve_job_def(name).get_job_snapshot().name == name
     assert {k.to_user_string() for k in jobs[DATA_JOB].asset_layer.executable_asset_keys} == ASSETS
-    specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
-    assert set(specs) == ASSETS
+    assert {k.to_user_string() for k in jobs[MODEL_JOB].asset_layer.executable_asset_keys} == MODEL_ASSETS
+    all_specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
+    assert set(all_specs) == ASSETS | MODEL_ASSETS
+    for name in MODEL_ASSETS:
+        spec = all_specs[name]
+        assert isinstance(spec.partitions_def, dg.WeeklyPartitionsDefinition), name
+        assert spec.description and len(spec.description) > 40 and spec.code_version and spec.kinds, name
+    assert jobs[MODEL_JOB].partitions_def == all_specs["delay_model"].partitions_def
+    specs = {name: spec for name, spec in all_specs.items() if name in ASSETS}
     for name, spec in specs.items():
         assert spec.group_name in {"ingest", "validation", "features"}, name
         assert spec.kinds and {"polars", "delta"} <= set(spec.kinds), name

@@ -93,7 +93,19 @@ def test_webserver_shows_groups_partitions_checks_and_lineage(make_settings, tmp
         server.wait(timeout=30)
 
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-    assert {n["groupName"] for n in nodes.values()} == {"ingest", "validation", "features"}
+    assert {n["groupName"] for n in nodes.values()} == {
+        "ingest",
+        "validation",
+        "features",
+        "training",
+        "evaluation",
+        "registry",
+    }
+    gates = nodes["model_evaluation"]["assetChecksOrError"]["checks"]
+    assert {c["name"]: c["blocking"] for c in gates} == {
+        "beats_naive_baseline": True,
+        "not_worse_than_champion": True,
+    }
     features = nodes["flight_features"]
     assert len(features["partitionKeysByDimension"][0]["partitionKeys"]) == 365
     assert {c["name"]: c["blocking"] for c in features["assetChecksOrError"]["checks"]} == {

@@ -22,6 +22,24 @@ def code_version_of(*modules: ModuleType) -> str:
     return digest.hexdigest()[:16]
 
 
+def code_version_of_names(*names: str) -> str:
+    """:func:`code_version_of` for modules named by their import path, without importing them.
+
+    The same digest as :func:`code_version_of` gives for the imported modules; assets whose code
+    imports torch or mlflow use it, so loading the Definitions stays free of heavy imports.
+    """
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for name in sorted(names):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError(f"no source for module {name!r}")
+        digest.update(name.encode())
+        digest.update(Path(spec.origin).read_text(encoding="utf-8").encode())
+    return digest.hexdigest()[:16]
+
+
 def git_commit(root: Path) -> str:
     """Return ``HEAD``'s commit of the checkout at ``root``, with ``-dirty`` when it has changes.
 

@@ -1,6 +1,7 @@
 """One ConfigurableResource per external system."""
 
+from ml_platform.resources.mlflow import MlflowResource, OptunaResource
 from ml_platform.resources.sources import RawSourceResource
 from ml_platform.resources.storage import VersionedStoreResource
 
-__all__ = ["RawSourceResource", "VersionedStoreResource"]
+__all__ = ["MlflowResource", "OptunaResource", "RawSourceResource", "VersionedStoreResource"]
