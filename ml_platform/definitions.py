@@ -46,6 +46,8 @@ def model_spec(settings: PlatformSettings) -> ModelSpec:
         gpus=settings.training_gpus,
         promotion_policy=settings.promotion_policy,
         champion_tolerance=settings.champion_tolerance,
+        gate_metrics=tuple(settings.gate_metrics),
+        refit_full_window=settings.refit_full_window,
     )
 
 

@@ -63,6 +63,10 @@ class PlatformSettings(BaseSettings):
     validation_days: int = Field(
         7, ge=1, description="Last days of the training window that judge early stopping and HPO trials."
     )
+    refit_full_window: bool = Field(
+        True,
+        description="Refit the final model on the whole window for the epochs early stopping chose.",
+    )
     hpo_trials: int = Field(6, ge=0, description="Optuna trials per model partition (0: no search).")
     max_epochs: int = Field(
         15, ge=1, description="Epoch limit of each training (early stopping ends sooner)."
@@ -97,6 +101,11 @@ class PlatformSettings(BaseSettings):
     promotion_policy: Literal["automatic", "manual"] = Field(
         "automatic",
         description="automatic: a version that passes its gates becomes champion; manual: `mlp promote`.",
+    )
+    gate_metrics: list[Literal["mae", "rmse", "roc_auc", "pr_auc", "brier"]] = Field(
+        default_factory=lambda: ["rmse", "brier"],
+        min_length=1,
+        description='Holdout metrics the promotion gates judge (JSON list, e.g. ["rmse", "brier"]).',
     )
     champion_tolerance: float = Field(
         0.02,

@@ -24,6 +24,8 @@ class ModelSpec:
     gpus: int
     promotion_policy: Literal["automatic", "manual"]
     champion_tolerance: float
+    gate_metrics: tuple[str, ...]
+    refit_full_window: bool
 
 
 @dataclass(frozen=True)

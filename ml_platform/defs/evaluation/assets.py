@@ -55,17 +55,17 @@ def build_evaluation_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
             "Out-of-time evaluation of the week's delay_model version on the week itself (the week"
             " after its training window): MAE and RMSE of arr_delay in minutes, ROC AUC, PR AUC and"
             " Brier score of is_delayed. Compared on the same rows with the historical mean per route"
-            " (fitted on the model's training window) and with the current champion. Blocking gates:"
-            " beat the naive baseline; be no worse than the champion beyond"
-            f" {spec.champion_tolerance:.0%}. A version that fails stays challenger, and the rejection"
-            " is written to the audit log."
+            " (fitted on the model's training window) and with the current champion. Blocking gates,"
+            f" on {', '.join(spec.gate_metrics)}: beat the naive baseline; be no worse than the"
+            f" champion beyond {spec.champion_tolerance:.0%}. A version that fails stays challenger,"
+            " and the rejection is written to the audit log."
         ),
         check_specs=[
             dg.AssetCheckSpec(
                 gate_names.BEATS_BASELINE,
                 asset=NAME,
                 blocking=True,
-                description="The model beats the historical mean per route on every gate metric.",
+                description=f"Beats the per-route historical mean on {', '.join(spec.gate_metrics)}.",
             ),
             dg.AssetCheckSpec(
                 gate_names.NOT_WORSE_THAN_CHAMPION,
@@ -117,6 +117,7 @@ def build_evaluation_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                 else None,
                 champion_version=champion_version,
                 tolerance=spec.champion_tolerance,
+                gate_metrics=spec.gate_metrics,
             )
         except EvaluationError as exc:
             raise dg.Failure(f"{where} (model v{version}): {exc}", metadata={"partition": partition}) from exc
@@ -234,7 +235,7 @@ def _plots(report: Any, history: Sequence[tuple[str, dict[str, float]]]) -> dict
             report.actual_delayed, series, title="is_delayed calibration (holdout)"
         ),
         "metrics_over_time": metric_history_plot(
-            history, ("mae", "brier", "roc_auc"), title="Holdout metrics by week"
+            history, ("rmse", "mae", "brier", "roc_auc"), title="Holdout metrics by week"
         ),
     }
     return {name: (png_markdown(png, name), png) for name, png in pngs.items()}

@@ -119,6 +119,7 @@ def build_model_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
             optuna_storage=optuna_storage.storage,
             # one study per materialization of the partition: a rerun never extends an old study
             study_name=f"{NAME}[{partition}]@{context.run_id}",
+            refit_full_window=spec.refit_full_window,
             tags={
                 TAG_DAGSTER_RUN: context.run_id,
                 TAG_ASSET: NAME,
@@ -163,15 +164,16 @@ def build_model_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                 keys.TRAINING_CONFIG: dg.MetadataValue.json(
                     {
                         **outcome.config.__dict__,
-                        "best_epoch": result.best_epoch,
-                        "epochs": len(result.history),
+                        "best_epoch": outcome.selection.best_epoch,
+                        "epochs": len(outcome.selection.history),
+                        "refit_full_window": request.refit_full_window,
                     }
                 ),
                 keys.TRAINING_WEIGHTS_DIGEST: outcome.weights_digest,
                 keys.TRAINING_SAMPLES_PER_SECOND: float(result.samples_per_second),
                 keys.TRAINING_DEVICE: f"{result.device} x{result.world_size}"
                 + (f" ({result.mixed_precision} autocast)" if result.mixed_precision else ""),
-                "training/best_val_loss": float(result.best_val_loss),
+                "training/best_val_loss": float(outcome.selection.best_val_loss),
                 keys.HPO_STUDY: request.study_name,
                 keys.HPO_TRIALS: dg.MetadataValue.md(_trials_table(study)) if study else "no search",
                 keys.LINEAGE_UPSTREAM: dg.MetadataValue.json([p.to_metadata() for p in pins]),

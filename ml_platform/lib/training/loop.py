@@ -46,6 +46,9 @@ class TrainConfig:
     #: Huber's delta on the standardized delay; heavy delay tails dominate a plain squared error.
     huber_delta: float = 1.0
     seed: int = 0
+    #: Return the weights of the best validation epoch (early stopping); False returns the last
+    #: epoch's, for a refit on the whole window whose epoch count was already chosen.
+    restore_best: bool = True
     device: Device = "auto"
     #: Processes of data-parallel training (torch.distributed DDP); 1 trains in this process.
     world_size: int = 1
@@ -221,6 +224,10 @@ def _train_process(
             if bad_epochs >= config.patience:
                 stopped_early = True
                 break
+    if not config.restore_best:
+        last = history[-1]
+        best_loss, best_epoch = last.val_loss, last.epoch
+        best_state = copy.deepcopy({k: v.detach().cpu() for k, v in core.state_dict().items()})
     assert best_state is not None  # at least one finite epoch ran
     return TrainResult(
         state_dict=best_state,

@@ -36,6 +36,10 @@ class TrainingRequest:
     optuna_storage: str
     study_name: str
     tags: dict[str, str]
+    #: After early stopping has chosen the epoch count on the validation days, train the final
+    #: model on the whole window (validation days included) for that many epochs, so the model
+    #: has seen the most recent week, as the per-route baseline has.
+    refit_full_window: bool = True
 
 
 @dataclass(frozen=True)
@@ -44,9 +48,14 @@ class TrainingOutcome:
 
     logged: LoggedModel
     study: StudyOutcome | None
+    #: The final model's training (the refit on the whole window, or the selection run itself).
     result: TrainResult
+    #: The early-stopped training on the window minus its validation days; its best validation
+    #: loss is the out-of-sample figure of the chosen configuration.
+    selection: TrainResult
     config: TrainConfig
     preprocessor: Preprocessor
+    #: Rows the final model was fitted on.
     train_rows: int
     validation_rows: int
     weights_digest: str
@@ -111,13 +120,30 @@ def train_partition(
                 f"HPO {request.study_name}: {len(study.trials)} trials ({study.pruned} pruned),"
                 f" best validation loss {study.best_value:.4f} with {study.best_params}"
             )
-        result = train(train_data, validation, preprocessor.cardinalities, config)
+        selection = train(train_data, validation, preprocessor.cardinalities, config)
+        result, final_rows = selection, train_frame.height
+        if request.refit_full_window:
+            tracking.log_history(selection.history, prefix="select_")
+            preprocessor = fit_preprocessor(rows)  # the whole window; the holdout week is not in it
+            epochs = selection.best_epoch + 1
+            refit = config.with_params(max_epochs=epochs, patience=epochs + 1, restore_best=False)
+            result = train(
+                preprocessor.encode(rows),
+                preprocessor.encode(validation_frame),
+                preprocessor.cardinalities,
+                refit,
+            )
+            final_rows = rows.height
+            log(
+                f"refit on the whole window ({rows.height} rows) for the {epochs} epoch(s) that"
+                " early stopping chose"
+            )
         tracking.log_history(result.history)
         mlflow.log_metrics(
             {
-                "best_val_loss": result.best_val_loss,
-                "best_epoch": result.best_epoch,
-                "epochs": len(result.history),
+                "best_val_loss": selection.best_val_loss,
+                "best_epoch": selection.best_epoch,
+                "epochs": len(selection.history),
                 "samples_per_second": result.samples_per_second,
             }
         )
@@ -130,8 +156,8 @@ def train_partition(
             registered_name=request.model_name,
         )
         log(
-            f"trained on {result.device} (world size {result.world_size}): best epoch {result.best_epoch}"
-            f" of {len(result.history)}, validation loss {result.best_val_loss:.4f},"
+            f"trained on {result.device} (world size {result.world_size}): best epoch {selection.best_epoch}"
+            f" of {len(selection.history)}, validation loss {selection.best_val_loss:.4f},"
             f" {result.samples_per_second:,.0f} samples/s; registered {logged.registered_name}"
             f" v{logged.version} (run {run_id})"
         )
@@ -139,9 +165,10 @@ def train_partition(
         logged=logged,
         study=study,
         result=result,
+        selection=selection,
         config=config,
         preprocessor=preprocessor,
-        train_rows=train_frame.height,
+        train_rows=final_rows,
         validation_rows=validation_frame.height,
         weights_digest=weights_digest(result.state_dict),
     )

@@ -180,7 +180,13 @@ class MlflowTrialObserver:
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
         """Open the trial's nested run."""
-        mlflow.start_run(run_name=f"trial-{number:03d}", nested=True, tags={"optuna.trial": str(number)})
+        # explicit experiment: without one, a nested run goes to the *default* experiment, not its parent's
+        mlflow.start_run(
+            experiment_id=self.tracking.experiment_id(),
+            run_name=f"trial-{number:03d}",
+            nested=True,
+            tags={"optuna.trial": str(number)},
+        )
         mlflow.log_params(params)
 
     def trial_epoch(self, number: int, stats: EpochStats) -> None:

@@ -16,17 +16,19 @@ from ml_platform.lib.evaluation.gates import (
     not_worse_than_champion,
 )
 
+#: The metrics these cases judge (explicit: the default set is asserted separately).
+GATE = ("mae", "brier")
 MODEL = {"mae": 10.0, "rmse": 15.0, "roc_auc": 0.75, "pr_auc": 0.5, "brier": 0.15}
 
 
 def test_directions() -> None:
     assert {"mae", "rmse", "brier"} == LOWER_IS_BETTER
-    assert DEFAULT_GATE_METRICS == ("mae", "brier")
+    assert DEFAULT_GATE_METRICS == ("rmse", "brier")
 
 
 def test_beats_baseline_passes_when_better_on_every_metric() -> None:
     baseline = {"mae": 12.0, "brier": 0.2}
-    result = beats_baseline(MODEL, baseline)
+    result = beats_baseline(MODEL, baseline, GATE)
     assert result.name == BEATS_BASELINE
     assert result.passed
     assert result.comparisons == {
@@ -37,7 +39,7 @@ def test_beats_baseline_passes_when_better_on_every_metric() -> None:
 
 
 def test_beats_baseline_fails_on_one_metric_and_names_it() -> None:
-    result = beats_baseline(MODEL, {"mae": 12.0, "brier": 0.1})
+    result = beats_baseline(MODEL, {"mae": 12.0, "brier": 0.1}, GATE)
     assert not result.passed
     assert result.detail.startswith("not better")
     assert "brier (0.15 vs 0.1)" in result.detail
@@ -45,7 +47,7 @@ def test_beats_baseline_fails_on_one_metric_and_names_it() -> None:
 
 
 def test_beats_baseline_requires_strict_improvement() -> None:
-    assert not beats_baseline(MODEL, {"mae": 10.0, "brier": 0.2}).passed
+    assert not beats_baseline(MODEL, {"mae": 10.0, "brier": 0.2}, GATE).passed
 
 
 def test_beats_baseline_auc_is_higher_is_better() -> None:
@@ -56,7 +58,7 @@ def test_beats_baseline_auc_is_higher_is_better() -> None:
 
 
 def test_no_champion_passes_without_comparisons() -> None:
-    result = not_worse_than_champion(MODEL, None, tolerance=0.0)
+    result = not_worse_than_champion(MODEL, None, tolerance=0.0, metrics=GATE)
     assert result.name == NOT_WORSE_THAN_CHAMPION
     assert result.passed
     assert result.comparisons == {}
@@ -66,7 +68,7 @@ def test_no_champion_passes_without_comparisons() -> None:
 def test_within_tolerance_passes() -> None:
     # 2% slack: mae may reach 10.2 against a champion's 10.0, brier 0.153 against 0.15.
     champion = {"mae": 9.85, "brier": 0.149}
-    result = not_worse_than_champion(MODEL, champion, tolerance=0.02, champion_version="3")
+    result = not_worse_than_champion(MODEL, champion, tolerance=0.02, metrics=GATE, champion_version="3")
     assert result.passed
     assert result.detail == "within 2.0% of champion v3 on mae, brier"
     assert result.comparisons["mae"] == {"model": 10.0, "reference": 9.85}
@@ -74,7 +76,7 @@ def test_within_tolerance_passes() -> None:
 
 def test_beyond_tolerance_fails() -> None:
     champion = {"mae": 9.0, "brier": 0.149}  # mae 10 > 9 * 1.02
-    result = not_worse_than_champion(MODEL, champion, tolerance=0.02)
+    result = not_worse_than_champion(MODEL, champion, tolerance=0.02, metrics=GATE)
     assert not result.passed
     assert result.detail == "worse than the champion by more than 2.0% on mae (10 vs 9)"
 
@@ -90,6 +92,6 @@ def test_champion_tolerance_auc_is_higher_is_better() -> None:
 
 @pytest.mark.parametrize("passed", [True, False])
 def test_gate_result_round_trips_through_json(passed: bool) -> None:
-    result = not_worse_than_champion(MODEL, {"mae": 10.0 if passed else 1.0, "brier": 0.15}, 0.0)
+    result = not_worse_than_champion(MODEL, {"mae": 10.0 if passed else 1.0, "brier": 0.15}, 0.0, GATE)
     assert result.passed is passed
     assert GateResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
