@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo ui test test-all lint bench clean-data
+.PHONY: install demo ui mlflow-ui test test-all lint bench bench-train clean-data
 
 # torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
 # pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
@@ -26,6 +26,9 @@ demo: install  ## materialize raw -> features for 2013-01-01..2013-03-31 on the 
 ui: install  ## Dagster UI + daemon (dagster dev) on the same instance as the demo
 	$(BIN)/mlp ui
 
+mlflow-ui: install  ## MLflow UI on the demo's tracking store: runs, registered versions, aliases
+	$(BIN)/mlp mlflow-ui
+
 test: install  ## the fast suite (CI); heavy suites have their own targets
 	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
 
@@ -38,6 +41,9 @@ lint: install  ## ruff on everything, mypy --strict on the pure lib code
 
 bench: install  ## full-year backfill benchmark; results go to docs/benchmarks.md by hand
 	$(BIN)/python benchmarks/backfill_year.py
+
+bench-train: install  ## training throughput, HPO trials/min, Dagster+MLflow overhead (needs `make demo` data)
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean-data:  ## forget the embedded instance and store (the demo starts from scratch)
 	rm -rf .dagster storage
