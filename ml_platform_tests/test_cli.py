@@ -14,9 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _mlp(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
+def _mlp(*args: str, root: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLP_")}
     env.update({"MLP_ROOT_DIR": str(root), "COLUMNS": "200"})
+    env.update({f"MLP_{name.upper()}": value for name, value in settings.items()})
     return subprocess.run(
         [str(Path(sys.executable).with_name("mlp")), *args],
         env=env,
@@ -53,3 +54,37 @@ def test_demo_rejects_a_bad_date_with_a_clear_message(tmp_path):
     out = _mlp("demo", "--start", "2013-13-01", root=tmp_path)
     assert out.returncode != 0
     assert "--start must be YYYY-MM-DD" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_demo_trains_evaluates_and_promotes_model_weeks_and_prints_the_champion_lineage(tmp_path):
+    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    small = {
+        "training_window_weeks": "2",
+        "validation_days": "3",
+        "hpo_trials": "2",
+        "max_epochs": "4",
+        "gate_metrics": '["roc_auc"]',
+    }
+    out = _mlp("demo", "--start", "2013-01-01", "--end", "2013-02-03", root=tmp_path, **small)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "weekly_model_job: weeks 2013-01-21, 2013-01-28; 0 up to date, 2 to train" in out.stdout
+    assert "week 2013-01-21: ok" in out.stdout
+    assert "Champion: delay_model v" in out.stdout
+    lineage = json.loads((tmp_path / "storage" / "champion_lineage.json").read_text())
+    assert "champion" in lineage["aliases"]
+    assert lineage["tags"]["dagster.asset_key"] == "delay_model"
+    week = lineage["tags"]["dagster.partition"]
+    assert week in {"2013-01-21", "2013-01-28"}
+    # model version -> MLflow run -> the 14 feature days before its week, with Delta and data versions
+    assert len(lineage["datasets"]) == 14
+    first, context, delta_version, data_version = lineage["datasets"][0]
+    assert context == "training" and int(delta_version) >= 0 and len(data_version) == 64
+    assert first.startswith("flight_features[2013-01-")
+
+    again = _mlp("demo", "--start", "2013-01-01", "--end", "2013-02-03", root=tmp_path, **small)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 up to date, 0 to train" in again.stdout
+
+    audit = _mlp("audit", root=tmp_path, **small)
+    assert audit.returncode == 0 and "hash chain verified" in audit.stdout, audit.stdout + audit.stderr
