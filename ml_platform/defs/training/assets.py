@@ -189,7 +189,7 @@ def build_model_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
 def _trials_table(study: Any) -> str:
     rows = ["| trial | state | validation loss | epochs | params |", "|---|---|---|---|---|"]
     for t in study.trials:
-        value = f"{t.value:.4f}" if t.value is not None else "-"
+        value = f"{t.value:.4f}" if t.value is not None and t.state == "COMPLETE" else "-"
         params = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()
         )

@@ -94,8 +94,9 @@ def train_partition(
                 "window_partitions": len(request.datasets),
                 "validation_days": request.validation_days,
                 "hpo_trials": request.hpo_trials,
-                "train_rows": train_frame.height,
+                "selection_train_rows": train_frame.height,
                 "validation_rows": validation_frame.height,
+                "final_train_rows": rows.height if request.refit_full_window else train_frame.height,
             }
         )
         tracking.log_datasets(run_id, request.datasets)
