@@ -128,3 +128,44 @@ def test_workspace_loads_like_the_ui_does(tmp_path):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Validation successful" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_training_declares_its_resources_for_the_kubernetes_executor(make_settings, gpus):
+    from dagster_k8s.job import get_user_defined_k8s_config
+    from kubernetes.client import V1ResourceRequirements
+
+    defs = build_definitions(make_settings(training_gpus=gpus))
+    tags = defs.resolve_assets_def("delay_model").node_def.tags
+    assert tags["ml_platform/accelerator"] == ("gpu" if gpus else "cpu")
+    # parsed by dagster-k8s exactly as its k8s_job_executor parses a step's tags
+    config = get_user_defined_k8s_config(tags)
+    resources = V1ResourceRequirements(**config.container_config["resources"])
+    assert resources.requests == {"cpu": "2", "memory": "4Gi"}
+    if gpus:
+        assert resources.limits["nvidia.com/gpu"] == "2"
+        assert config.pod_spec_config["tolerations"][0]["key"] == "nvidia.com/gpu"
+    else:
+        assert "nvidia.com/gpu" not in resources.limits and not config.pod_spec_config
+
+
+@pytest.mark.parametrize(("weeks", "first_week"), [(8, "2013-03-04"), (2, "2013-01-21")])
+def test_model_weeks_start_when_their_window_is_inside_the_data(make_settings, weeks, first_week):
+    from ml_platform.partitions import build_partitioning, upstream_keys
+
+    settings = make_settings(training_window_weeks=weeks, validation_days=3)
+    parts = build_partitioning(settings)
+    keys = parts.weekly.get_partition_keys()
+    assert keys[0] == first_week
+    assert keys[-1] == "2013-12-23"  # the last whole Monday-to-Sunday week of 2013
+    window = upstream_keys(parts.training_window, parts.weekly, first_week, parts.daily)
+    assert len(window) == 7 * weeks and window[0] >= "2013-01-01" and window[-1] < first_week
+    holdout = upstream_keys(parts.holdout_window, parts.weekly, first_week, parts.daily)
+    assert holdout[0] == first_week and len(holdout) == 7
+
+
+def test_settings_refuse_a_validation_split_as_long_as_the_window(make_settings):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="MLP_VALIDATION_DAYS"):
+        make_settings(training_window_weeks=2, validation_days=14)
