@@ -254,3 +254,61 @@ def test_manual_approval_rejection_of_a_worse_challenger_and_rollback(world, mon
     assert AuditLog(manual.audit_table).verify(name) == 8
     lineage = runner.invoke(app, ["champion"])
     assert lineage.exit_code == 0 and f"v{v1}" in lineage.output and "14 feature partitions" in lineage.output
+
+
+def test_mlflow_ui_serves_the_runs_and_the_registered_versions_with_aliases(world):
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root, instance = world
+    settings = _settings(root, "model_in_ui")
+    assert _run_week(settings, instance, WEEK1).success
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLP_")}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlp")), "mlflow-ui", "--port", str(port)],
+        env={**env, "MLP_ROOT_DIR": str(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def get(path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}",
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    try:
+        deadline, model = time.monotonic() + 120, None
+        while model is None and time.monotonic() < deadline:
+            try:
+                model = get("/api/2.0/mlflow/registered-models/get?name=model_in_ui")["registered_model"]
+            except OSError:
+                time.sleep(1)
+        assert model is not None, "the MLflow UI did not answer within 120 s"
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read()
+        experiment = get("/api/2.0/mlflow/experiments/get-by-name?experiment_name=ml_platform")["experiment"]
+        runs = get(
+            "/api/2.0/mlflow/runs/search",
+            {"experiment_ids": [experiment["experiment_id"]], "max_results": 100},
+        )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+    assert b"<html" in page.lower() or b"<!doctype html" in page.lower()
+    assert {a["alias"]: a["version"] for a in model["aliases"]} == {"champion": "1"}
+    version = model["latest_versions"][0]
+    assert version["run_id"] in {r["info"]["run_id"] for r in runs["runs"]}
