@@ -109,6 +109,7 @@ def _demo_models(settings: PlatformSettings, instance: Any, first: date, last: d
     from ml_platform.definitions import MODEL_JOB, build_definitions
     from ml_platform.demo import model_weeks, partitions_to_run, run_week
 
+    _quiet_mlflow()
     job = build_definitions(settings).resolve_job_def(MODEL_JOB)
     weeks = model_weeks(settings, first, last)[-limit:]
     if not weeks:
@@ -133,6 +134,16 @@ def _demo_models(settings: PlatformSettings, instance: Any, first: date, last: d
             if not outcome.gates_failed:
                 raise typer.Exit(1)
     _print_champion(settings)
+
+
+def _quiet_mlflow() -> None:
+    """Keep MLflow's INFO lines, progress bars and schema hints out of the demo's progress output."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
 
 
 def _registry(settings: PlatformSettings) -> Any:
