@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from ml_platform.lib.evaluation.metrics import EvaluationError, FloatArray
+from ml_platform.lib.evaluation.metrics import EvaluationError, FloatArray, _as_vector
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -48,12 +48,7 @@ def _png(fig: Figure) -> bytes:
 
 
 def _vector(plot: str, name: str, values: npt.ArrayLike) -> FloatArray:
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise EvaluationError(f"{plot}: {name} is not numeric (nulls or objects?): {exc}") from exc
-    if array.ndim != 1:
-        raise EvaluationError(f"{plot}: {name} must be 1-D, got shape {array.shape}")
+    array = _as_vector(f"{plot}: {name}", values)
     if array.size == 0:
         raise EvaluationError(f"{plot}: {name} has no rows")
     bad = np.flatnonzero(~np.isfinite(array))
