@@ -225,11 +225,12 @@ def run_week(instance: dg.DagsterInstance, job: dg.JobDefinition, week: str) -> 
         parts.append(f"v{meta['delay_model'][keys.MLFLOW_MODEL_VERSION].value}")
     if "model_evaluation" in meta:
         ev = meta["model_evaluation"]
-        parts.append(
-            f"holdout MAE {float(ev['evaluation/model_mae'].value):.2f} (baseline"  # type: ignore[arg-type]
-            f" {float(ev['evaluation/baseline_mae'].value):.2f}),"  # type: ignore[arg-type]
-            f" Brier {float(ev['evaluation/model_brier'].value):.4f}"  # type: ignore[arg-type]
-        )
+        shown = [
+            f"{label} {float(ev[f'evaluation/model_{m}'].value):.4g}"  # type: ignore[arg-type]
+            f" (baseline {float(ev[f'evaluation/baseline_{m}'].value):.4g})"  # type: ignore[arg-type]
+            for m, label in (("rmse", "RMSE"), ("brier", "Brier"))
+        ]
+        parts.append("holdout " + ", ".join(shown))
     if "model_promotion" in meta:
         pm = meta["model_promotion"]
         parts.append(f"{pm[keys.REGISTRY_DECISION].value} -> champion v{pm[keys.REGISTRY_CHAMPION].value}")
