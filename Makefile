@@ -42,7 +42,7 @@ lint: install  ## ruff on everything, mypy --strict on the pure lib code
 bench: install  ## full-year backfill benchmark; results go to docs/benchmarks.md by hand
 	$(BIN)/python benchmarks/backfill_year.py
 
-bench-train: install  ## training throughput, HPO trials/min, Dagster+MLflow overhead (needs `make demo` data)
+bench-train: install  ## training throughput, HPO trials/min, Dagster+MLflow overhead (builds its own instance)
 	$(BIN)/python benchmarks/train_throughput.py
 
 clean-data:  ## forget the embedded instance and store (the demo starts from scratch)

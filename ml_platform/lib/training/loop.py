@@ -354,6 +354,10 @@ def _ddp_worker(
     import torch.distributed as dist
 
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        # share the cores: N workers with the default thread count each oversubscribe the CPU
+        # (measured 6x slower with 2 workers x 2 threads on 2 cores, docs/benchmarks.md)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     dist.init_process_group(
         "nccl" if device.type == "cuda" else "gloo",
         init_method=f"file://{rendezvous}",
