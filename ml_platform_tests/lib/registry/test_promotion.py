@@ -31,10 +31,10 @@ from ml_platform.lib.registry.promotion import (
     decide,
 )
 
-BASELINE = {"mae": 20.0, "brier": 0.25}
-GOOD = {"mae": 10.0, "brier": 0.15}
-BETTER = {"mae": 9.0, "brier": 0.14}
-WORSE = {"mae": 15.0, "brier": 0.20}  # beats the baseline, but far worse than a GOOD champion
+BASELINE = {"rmse": 20.0, "brier": 0.25}
+GOOD = {"rmse": 10.0, "brier": 0.15}
+BETTER = {"rmse": 9.0, "brier": 0.14}
+WORSE = {"rmse": 15.0, "brier": 0.20}  # beats the baseline, but far worse than a GOOD champion
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_a_worse_challenger_is_rejected_and_the_champion_kept(registry: ModelReg
     assert NOT_WORSE_THAN_CHAMPION in rejection.reason
     failed = [g for g in rejection.evidence["gates"] if not g["passed"]]
     assert [g["name"] for g in failed] == [NOT_WORSE_THAN_CHAMPION]
-    assert failed[0]["comparisons"]["mae"] == {"model": WORSE["mae"], "reference": GOOD["mae"]}
+    assert failed[0]["comparisons"]["rmse"] == {"model": WORSE["rmse"], "reference": GOOD["rmse"]}
     assert registry.audit.verify(registry.model_name) == 4
 
 
@@ -263,7 +263,7 @@ def test_invalid_evidence_fails_before_an_alias_moves(registry: ModelRegistry) -
 def test_rollback_returns_to_the_previous_champions_one_at_a_time(registry: ModelRegistry) -> None:
     _register_and_decide(registry, "1", GOOD, None)
     _register_and_decide(registry, "2", BETTER, GOOD)
-    _register_and_decide(registry, "3", {"mae": 8.9, "brier": 0.13}, BETTER)
+    _register_and_decide(registry, "3", {"rmse": 8.9, "brier": 0.13}, BETTER)
     assert registry.champion() == "3"
 
     first = registry.rollback(actor="user:bob", reason="v3 misbehaves in production")
