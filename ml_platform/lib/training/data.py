@@ -140,6 +140,17 @@ class Preprocessor:
         return cls(**data)
 
 
+def canonical_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows sorted by every column, so equal content always comes in the same order.
+
+    Delta does not keep row order: delta-rs may write a partition's batches in any order, and
+    the content hash (the data version) is taken over sorted rows for that reason. Training
+    indexes rows (the seeded epoch permutation, float sums), so without this the same data
+    versions could train a different model on another run.
+    """
+    return frame.sort(frame.columns, nulls_last=True)
+
+
 def labelled(frame: pl.DataFrame) -> pl.DataFrame:
     """Rows with a known outcome (cancelled and diverted flights have no arrival delay)."""
     _require(frame, ("has_target",), "features")

@@ -14,7 +14,13 @@ import mlflow
 import polars as pl
 import torch
 
-from ml_platform.lib.training.data import Preprocessor, fit_preprocessor, labelled, split_by_time
+from ml_platform.lib.training.data import (
+    Preprocessor,
+    canonical_order,
+    fit_preprocessor,
+    labelled,
+    split_by_time,
+)
 from ml_platform.lib.training.hpo import StudyOutcome, run_study
 from ml_platform.lib.training.loop import TrainConfig, TrainResult, train
 from ml_platform.lib.training.tracking import DatasetRef, LoggedModel, MlflowTracking, config_params
@@ -76,7 +82,7 @@ def train_partition(
     request: TrainingRequest, tracking: MlflowTracking, log: Callable[[str], None] = lambda _: None
 ) -> TrainingOutcome:
     """Train, track and register the model of ``request.partition``."""
-    rows = labelled(request.features)
+    rows = canonical_order(labelled(request.features))
     train_frame, validation_frame = split_by_time(rows, request.validation_days)
     preprocessor = fit_preprocessor(train_frame)
     train_data, validation = preprocessor.encode(train_frame), preprocessor.encode(validation_frame)

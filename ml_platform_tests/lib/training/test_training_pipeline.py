@@ -17,7 +17,13 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from ml_platform.lib.training.data import INPUT_COLUMNS, fit_preprocessor, labelled, split_by_time
+from ml_platform.lib.training.data import (
+    INPUT_COLUMNS,
+    canonical_order,
+    fit_preprocessor,
+    labelled,
+    split_by_time,
+)
 from ml_platform.lib.training.loop import EpochStats, build_model, predict
 from ml_platform.lib.training.pipeline import (
     TrainingOutcome,
@@ -169,7 +175,7 @@ def test_refit_trains_the_chosen_epochs_on_the_whole_window(trained: Trained) ->
     assert len(refit.history) == selection.best_epoch + 1
     assert refit.best_epoch == len(refit.history) - 1 and not refit.stopped_early  # the last epoch's weights
     assert refit.train_samples == outcome.train_rows * len(refit.history)
-    assert outcome.preprocessor == fit_preprocessor(labelled(trained.request.features))
+    assert outcome.preprocessor == fit_preprocessor(canonical_order(labelled(trained.request.features)))
     assert outcome.weights_digest == weights_digest(refit.state_dict) != weights_digest(selection.state_dict)
 
 
@@ -283,6 +289,17 @@ def test_retraining_the_same_partition_is_reproducible(trained: Trained, root: P
     assert again.preprocessor == first.preprocessor
 
 
+def test_row_order_from_storage_does_not_change_the_model(trained: Trained, root: Path) -> None:
+    # Delta returns a partition's rows in whatever order they were written; the content (and so
+    # the data version) is the same, and so must the model be
+    shuffled = trained.request.features.sample(fraction=1.0, shuffle=True, seed=7)
+    assert not shuffled.equals(trained.request.features)
+    again = train_partition(
+        _request(shuffled, f"sqlite:///{root}/optuna.db", "study-shuffled"), trained.tracking
+    )
+    assert again.weights_digest == trained.outcome.weights_digest
+
+
 def test_without_refit_the_selection_run_is_the_model(trained: Trained, root: Path) -> None:
     request = dataclasses.replace(
         _request(trained.request.features, f"sqlite:///{root}/optuna.db", "study-no-refit"),
@@ -293,7 +310,7 @@ def test_without_refit_the_selection_run_is_the_model(trained: Trained, root: Pa
     split_train, _ = _split_heights(request.features)
     assert outcome.train_rows == split_train
     assert outcome.preprocessor == fit_preprocessor(
-        split_by_time(labelled(request.features), VALIDATION_DAYS)[0]
+        split_by_time(canonical_order(labelled(request.features)), VALIDATION_DAYS)[0]
     )
     # the same search and selection run as the refitting training of the same rows
     assert outcome.selection.best_val_loss == trained.outcome.selection.best_val_loss
