@@ -127,12 +127,17 @@ def _demo_models(settings: PlatformSettings, instance: Any, first: date, last: d
     for week in todo:
         started = time.perf_counter()
         outcome = run_week(instance, job, week)
-        status = "[green]ok[/]" if outcome.success else "[red]failed[/]"
+        status = (
+            "[green]ok[/]"
+            if outcome.success
+            else "[yellow]rejected[/]"
+            if outcome.gates_failed
+            else "[red]failed[/]"
+        )
         console.print(f"  week {week}: {status} in {time.perf_counter() - started:.0f}s  {outcome.summary}")
-        if not outcome.success:
+        if outcome.error:
             console.print(f"  [red]{outcome.error}[/] (run {outcome.run_id})")
-            if not outcome.gates_failed:
-                raise typer.Exit(1)
+            raise typer.Exit(1)
     _print_champion(settings)
 
 
@@ -141,8 +146,10 @@ def _quiet_mlflow() -> None:
     import logging
     import warnings
 
+    import mlflow  # configures its loggers on import, so levels are set after it
+
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger(mlflow.__name__).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
 
 

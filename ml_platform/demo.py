@@ -204,13 +204,17 @@ class WeekOutcome:
     run_id: str
     summary: str
     error: str | None = None
-    #: The run failed because a blocking gate failed (the model stays challenger), not by an error.
+    #: A blocking gate rejected the model (it stays challenger); the run failed, but not by an error.
     gates_failed: bool = False
 
 
 def run_week(instance: dg.DagsterInstance, job: dg.JobDefinition, week: str) -> WeekOutcome:
-    """Train, evaluate and promote one week; summarize what the registry decided."""
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    """Train, evaluate and promote one week; summarize what the registry decided.
+
+    The run's own log stays quiet: a gate rejection (a blocking check failing its step) is
+    summarized here, and any other failure comes back as ``error`` with the step's message.
+    """
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     result = job.execute_in_process(
         partition_key=week, instance=instance, run_config=quiet, raise_on_error=False
     )
@@ -235,22 +239,31 @@ def run_week(instance: dg.DagsterInstance, job: dg.JobDefinition, week: str) -> 
         pm = meta["model_promotion"]
         parts.append(f"{pm[keys.REGISTRY_DECISION].value} -> champion v{pm[keys.REGISTRY_CHAMPION].value}")
     failed_checks = [
-        e.asset_check_evaluation_data.check_name
+        e.asset_check_evaluation_data
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
         and e.asset_check_evaluation_data
         and not e.asset_check_evaluation_data.passed
     ]
+    failures = [e for e in result.all_events if e.is_step_failure]
+    # a failed blocking gate fails its step with DagsterAssetCheckFailedError: a decision, not an error
+    rejected = bool(failed_checks) and all(
+        e.step_failure_data
+        and e.step_failure_data.error
+        and "AssetCheckFailed" in e.step_failure_data.error.cls_name
+        for e in failures
+    )
     if failed_checks:
-        parts.append(f"gates failed: {', '.join(failed_checks)}; stays challenger")
-    error = None
-    if not result.success:
-        error = "; ".join(_step_error(e) for e in result.all_events if e.is_step_failure) or None
+        parts.append(
+            "rejected by "
+            + ", ".join(f"{c.check_name} ({c.description})" for c in failed_checks)
+            + "; stays challenger"
+        )
     return WeekOutcome(
         week,
-        result.success and not failed_checks,
+        result.success,
         result.run_id,
         "; ".join(parts),
-        error or ("blocking gate(s) failed" if failed_checks else None),
-        gates_failed=bool(failed_checks) and not any(e.is_step_failure for e in result.all_events),
+        None if result.success or rejected else "; ".join(_step_error(e) for e in failures) or "run failed",
+        gates_failed=rejected,
     )
