@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -21,16 +21,19 @@ def days(start: date, end: date) -> list[str]:
 
 
 def partitions_to_run(
-    instance: dg.DagsterInstance, job: dg.JobDefinition, partitions: Sequence[str]
+    instance: dg.DagsterInstance,
+    job: dg.JobDefinition,
+    partitions: Sequence[str],
+    assets: Collection[dg.AssetKey] | None = None,
 ) -> list[str]:
-    """Partitions where an asset of ``job`` is missing or was made by another code version.
+    """Partitions where an asset of ``job`` (or of ``assets``) is missing or was made by other code.
 
     This is what makes a second ``make demo`` incremental: done partitions are skipped, and a
     partition is redone only when the code of one of its assets changed.
     """
     todo: set[str] = set()
     layer = job.asset_layer
-    for key in layer.executable_asset_keys:
+    for key in assets if assets is not None else layer.executable_asset_keys:
         current = layer.get(key).code_version
         records = latest_materializations(instance, key, partitions)
         for partition in partitions:
