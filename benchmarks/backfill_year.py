@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import faulthandler
-import hashlib
 import inspect
 import json
 import os
@@ -55,7 +54,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, code_digest, git, imported_package_dir, log, step_durations
+
 MODES = ("range", "plain", "per_partition", "demo")
 DAGSTER_MODES = ("range", "per_partition", "demo")
 #: Another name for ``range``: the single-run backfill, one run per layer over the whole range.
@@ -69,25 +69,6 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def day_range(start: date, end: date) -> list[date]:
     """Days from ``start`` to ``end``, both included."""
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
-
-
-def code_digest(package_dir: Path) -> str:
-    """Digest of the ``ml_platform`` sources a process runs: the guard against a tree edited mid-run."""
-    digest = hashlib.sha256()
-    for path in sorted(package_dir.rglob("*.py")):
-        digest.update(str(path.relative_to(package_dir)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def imported_package_dir() -> Path:
-    import ml_platform
-
-    return Path(ml_platform.__file__).resolve().parent
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,25 +141,6 @@ def recorded_features(instance: Any, partitions: list[str]) -> tuple[int, dict[s
         rows += int(meta[keys.ROW_COUNT].value)
         hashes[partition] = str(meta[keys.STORAGE_CONTENT_HASH].value)
     return rows, hashes
-
-
-def step_durations(instance: Any, run_ids: list[str], wall: float) -> dict[str, float]:
-    """Seconds in each step (summed over runs), from the event log; the rest is outside any step."""
-    steps: dict[str, float] = {}
-    for run_id in run_ids:
-        started: dict[str, float] = {}
-        for record in instance.all_logs(run_id):
-            event = record.dagster_event
-            if event is None or event.step_key is None:
-                continue
-            if event.event_type_value == "STEP_START":
-                started[event.step_key] = record.timestamp
-            elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
-                took = record.timestamp - started.pop(event.step_key, record.timestamp)
-                steps[event.step_key] = steps.get(event.step_key, 0.0) + took
-    out = {k: round(v, 1) for k, v in steps.items()}
-    out["outside_steps"] = round(wall - sum(steps.values()), 1)
-    return out
 
 
 def run_dagster(mode: str, work: Path, start: date, end: date, poll: float) -> dict[str, Any]:
@@ -420,15 +382,6 @@ def compare(name: str, left: dict[str, str], right: dict[str, str], days: list[s
         "mismatched": mismatched[:20],
         "mismatch_count": len(mismatched),
     }
-
-
-def git(*argv: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(REPO), *argv], check=True, capture_output=True, text=True, timeout=30
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unavailable"
 
 
 def environment() -> dict[str, Any]:

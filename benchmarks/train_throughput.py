@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import platform
@@ -75,14 +74,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, code_digest, git, imported_package_dir, log, step_durations
+
 MODES = ("throughput", "hpo", "overhead")
 FEATURES = "flight_features"
 MODEL_NAME = "delay_model"
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def median(values: list[float]) -> float | None:
@@ -91,31 +87,6 @@ def median(values: list[float]) -> float | None:
 
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
-
-
-def package_dir() -> Path:
-    import ml_platform
-
-    return Path(ml_platform.__file__).resolve().parent
-
-
-def code_digest() -> str:
-    """Digest of the ``ml_platform`` sources: the guard against a tree edited during the run."""
-    package = package_dir()
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def git(*argv: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(REPO), *argv], check=True, capture_output=True, text=True, timeout=30
-        ).stdout.rstrip()
-    except (OSError, subprocess.SubprocessError):
-        return "unavailable"
 
 
 def cpu_model() -> str:
@@ -139,7 +110,7 @@ def environment(device: str, snapshot: bool) -> dict[str, Any]:
     return {
         "git_head": git("rev-parse", "HEAD"),
         "tree_dirty_files": [line for line in dirty.splitlines() if line.strip()],
-        "code_package": str(package_dir()),
+        "code_package": str(imported_package_dir()),
         "snapshot": snapshot,
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model(),
@@ -607,27 +578,6 @@ def overhead_pipeline(
     return record
 
 
-def step_durations(instance: Any, run_id: str, wall: float) -> dict[str, float]:
-    """Seconds in each step, from the event log; the rest of the wall time is outside any step."""
-    steps: dict[str, float] = {}
-    started: dict[str, float] = {}
-    events = 0
-    for entry in instance.all_logs(run_id):
-        events += 1
-        event = entry.dagster_event
-        if event is None or event.step_key is None:
-            continue
-        if event.event_type_value == "STEP_START":
-            started[event.step_key] = entry.timestamp
-        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
-            took = entry.timestamp - started.pop(event.step_key, entry.timestamp)
-            steps[event.step_key] = steps.get(event.step_key, 0.0) + took
-    out = {k: round(v, 3) for k, v in steps.items()}
-    out["outside_steps"] = round(wall - sum(steps.values()), 3)
-    out["event_records"] = events
-    return out
-
-
 def overhead_dagster(template: Path, args: argparse.Namespace, root: Path, r: int) -> dict[str, Any]:
     import dagster as dg
 
@@ -662,7 +612,7 @@ def overhead_dagster(template: Path, args: argparse.Namespace, root: Path, r: in
         outcome = run_week(instance, job, args.week)
     if outcome.error and not outcome.gates_failed:
         raise RuntimeError(f"{MODEL_JOB}[{args.week}] failed (run {outcome.run_id}): {outcome.error}")
-    record["steps_s"] = step_durations(instance, outcome.run_id, record["wall_s"])
+    record["steps_s"] = step_durations(instance, [outcome.run_id], record["wall_s"])
     record["phases_s"] = phases.rounded()
     model = latest_materializations(instance, dg.AssetKey(MODEL_NAME), [args.week]).get(args.week)
     meta = model.asset_materialization.metadata if model and model.asset_materialization else {}
@@ -933,7 +883,7 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    digest_start = code_digest()
+    digest_start = code_digest(imported_package_dir())
     env = environment(args.device, args.snapshot)
     env["code_digest"] = digest_start
     env["loadavg_start"] = loadavg()
@@ -972,7 +922,7 @@ def main() -> int:
     if "overhead" in modes:
         report["overhead"] = run_overhead(template, args, work)
     report["loadavg_end"] = loadavg()
-    report["code_digest_end"] = code_digest()
+    report["code_digest_end"] = code_digest(imported_package_dir())
     report["code_changed_during_run"] = report["code_digest_end"] != digest_start
     if report["code_changed_during_run"]:
         log("WARNING: ml_platform changed during the run (DDP workers import it afresh)")
