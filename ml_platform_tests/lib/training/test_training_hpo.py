@@ -71,12 +71,19 @@ def test_study_finds_params_in_the_search_space(searched: tuple[StudyOutcome, Re
     assert outcome.best_value == min(t.value for t in complete if t.value is not None)
     best = outcome.best_params
     assert set(best) == {"lr", "weight_decay", "hidden", "layers", "dropout", "embedding_dim"}
-    assert 5e-4 <= best["lr"] <= 1e-2 and 1e-6 <= best["weight_decay"] <= 1e-2
-    assert best["hidden"] in (32, 64, 128) and best["embedding_dim"] in (4, 8, 16)
-    assert 1 <= best["layers"] <= 3 and 0.0 <= best["dropout"] <= 0.4
-    assert best in [t.params for t in complete]
-    for t in complete:
-        assert 1 <= t.epochs <= BASE.max_epochs
+    # the best parameters are those of the completed trial with the lowest validation loss
+    assert best == min(complete, key=lambda t: t.value if t.value is not None else float("inf")).params
+    # every suggestion lies in the space hpo.suggest declares (a changed space shows up here)
+    for t in outcome.trials:
+        assert 5e-4 <= t.params["lr"] <= 1e-2 and 1e-6 <= t.params["weight_decay"] <= 1e-2
+        assert t.params["hidden"] in (32, 64, 128) and t.params["embedding_dim"] in (4, 8, 16)
+        assert t.params["layers"] in (1, 2, 3) and t.params["dropout"] <= 0.4
+    assert BASE.patience >= BASE.max_epochs  # so early stopping cannot end a trial here
+    for t in outcome.trials:
+        if t.state == "COMPLETE":
+            assert t.epochs == BASE.max_epochs, t  # ran every epoch
+        else:
+            assert t.epochs >= 2, t  # the median pruner's warm-up step is epoch 0
     # the observer saw every trial start, each of its epochs, and its end
     assert sorted(recorder.finished()) == [0, 1, 2, 3]
     for t in outcome.trials:
