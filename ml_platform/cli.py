@@ -158,14 +158,27 @@ def _quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
 
 
-def _registry(settings: PlatformSettings) -> Any:
+def _registry(settings: PlatformSettings, *, registered: bool = True) -> Any:
+    """The model registry; with ``registered``, exit with a clear message when no version exists yet."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from ml_platform.lib.registry.audit import AuditLog
     from ml_platform.lib.registry.promotion import ModelRegistry
 
     uri = settings.mlflow_tracking_uri
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if registered:
+        try:
+            client.get_registered_model(settings.registered_model)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            console.print(
+                f"[red]{settings.registered_model} is not registered in {uri}[/]: train a model week first"
+                " (`make demo`, or materialize delay_model in `make ui`)."
+            )
+            raise typer.Exit(1) from exc
     return ModelRegistry(client, settings.registered_model, AuditLog(settings.audit_table))
 
 
@@ -269,7 +282,7 @@ def audit(
     from ml_platform.settings import PlatformSettings
 
     settings = PlatformSettings()
-    registry = _registry(settings)
+    registry = _registry(settings, registered=False)  # the log is readable before any registration
     checked = registry.audit.verify(settings.registered_model)
     events = registry.history()[-limit:]
     table = Table(title=f"{settings.registered_model}: audit log ({checked} events, hash chain verified)")

@@ -88,3 +88,25 @@ def test_demo_trains_evaluates_and_promotes_model_weeks_and_prints_the_champion_
 
     audit = _mlp("audit", root=tmp_path, **small)
     assert audit.returncode == 0 and "hash chain verified" in audit.stdout, audit.stdout + audit.stderr
+
+
+def test_registry_commands_explain_when_no_model_is_registered_yet(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ml_platform.cli import app
+
+    for name in [n for n in os.environ if n.startswith("MLP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLP_ROOT_DIR", str(tmp_path))
+    runner = CliRunner()
+    for command in (
+        ["champion"],
+        ["rollback", "--by", "bob"],
+        ["promote", "--version", "1", "--approver", "al"],
+    ):
+        out = runner.invoke(app, command)
+        assert out.exit_code == 1, (command, out.output)
+        assert "delay_model is not registered in sqlite:///" in out.output, (command, out.output)
+        assert "train a model week first" in out.output
+    listing = runner.invoke(app, ["audit"])
+    assert listing.exit_code == 0 and "0 events, hash chain verified" in listing.output, listing.output
