@@ -204,7 +204,7 @@ class MlflowTrialObserver:
 
 def config_params(config: TrainConfig) -> dict[str, Any]:
     """A training config as MLflow parameters."""
-    return {k: v for k, v in asdict(config).items()}
+    return asdict(config)
 
 
 def load_model(tracking_uri: str, model_name: str, version: str) -> Any:
