@@ -50,13 +50,16 @@ def content_hash(df: pl.DataFrame, exclude: Iterable[str] = VOLATILE_COLUMNS) ->
 
 
 def canonical_rows(df: pl.DataFrame) -> list[str]:
-    """One JSON line per row; floats as text so that NaN stays distinct from null."""
+    """One JSON line per row; floats as text so that NaN stays distinct from null, bytes as hex."""
     floats = [name for name, dtype in df.schema.items() if dtype.is_float()]
     if floats:
         df = df.with_columns(
             pl.when(pl.col(c).is_nan()).then(pl.lit("NaN")).otherwise(pl.col(c).cast(pl.String)).alias(c)
             for c in floats
         )
+    binary = [name for name, dtype in df.schema.items() if dtype == pl.Binary]
+    if binary:  # polars cannot write bytes as JSON
+        df = df.with_columns(pl.col(c).bin.encode("hex") for c in binary)
     # JSON escapes \n and \r inside values, so "\n" only ends rows (unlike str.splitlines, which
     # would also split at U+2028 and friends inside a value).
     return df.write_ndjson().split("\n")[:-1]
