@@ -1,0 +1,1 @@
+"""Monitoring: whylogs profiles, drift scores, alerts."""
