@@ -113,6 +113,57 @@ class PlatformSettings(BaseSettings):
         description="How much worse than the champion (relative, per gate metric) a challenger may be.",
     )
 
+    # --- monitoring ----------------------------------------------------------------------------
+    drift_features: list[str] | None = Field(
+        None,
+        description="Features drift_report judges. Default: the model's inputs (except day_of_week,"
+        " which one day cannot match) plus route.",
+    )
+    drift_thresholds: dict[
+        str, dict[Literal["psi", "ks", "mean_shift", "tvd", "missing"], list[float] | None]
+    ] = Field(
+        default_factory=dict,
+        description='Per-feature thresholds over the calibrated defaults, as JSON: {"temp":'
+        ' {"mean_shift": [3, 5], "psi": null}} (warn, error; null: report only). Key "*"'
+        " sets a measure for every feature.",
+    )
+    champion_max_age_days: int = Field(
+        21,
+        ge=1,
+        description="Freshness policy: a champion whose training data ends more than this many days"
+        " before the latest data day is stale, and the current model partition is retrained.",
+    )
+    degradation_threshold: float = Field(
+        0.05,
+        ge=0.0,
+        description="Live decay flagged when the champion's skill over the naive baseline is this much"
+        " (relative) worse than at its evaluation, on any gate metric.",
+    )
+    live_window_days: int = Field(
+        7, ge=1, description="Days of live predictions (by the same version) pooled to judge decay."
+    )
+    retrain_cooldown_hours: float = Field(
+        24.0, ge=0.0, description="Least time between two retrain requests of the retrain sensor."
+    )
+    max_retrains_per_day: int = Field(2, ge=1, description="Most retrain requests per (UTC) day.")
+    sensor_interval_seconds: int = Field(
+        60, ge=10, description="How often the daemon evaluates the retrain sensor (and so alerts)."
+    )
+    sensors_running: bool = Field(
+        False,
+        description="Start the automation and retrain sensors with the daemon (production). The"
+        " embedded demo replays them tick by tick instead (`mlp replay`).",
+    )
+    notify: list[str] = Field(
+        default_factory=lambda: ["log"],
+        description='Alert targets (JSON list): "log" and/or "webhook:<url>" (Slack-compatible).',
+    )
+    inject_shifts: list[str] = Field(
+        default_factory=list,
+        description='Drills and demos: perturb raw days, e.g. ["2013-04-10:temp+15C",'
+        ' "2013-04-12:carrier=UA:0.5"]. Raw lineage names every injected shift.',
+    )
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> PlatformSettings:
         root = self.root_dir.expanduser().resolve()
@@ -145,6 +196,16 @@ class PlatformSettings(BaseSettings):
     def delta_root(self) -> Path:
         """Folder holding one Delta table per asset."""
         return self.storage_root / "delta"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Prometheus textfile-collector folder: the drift report and the sensor write here."""
+        return self.storage_root / "metrics"
+
+    @property
+    def monitoring_events_table(self) -> Path:
+        """The append-only Delta table of the retrain sensor's decisions and alerts."""
+        return self.storage_root / "monitoring" / "events"
 
     @property
     def audit_table(self) -> Path:

@@ -1,7 +1,14 @@
 """One ConfigurableResource per external system."""
 
 from ml_platform.resources.mlflow import MlflowResource, OptunaResource
+from ml_platform.resources.monitoring import MonitoringResource
 from ml_platform.resources.sources import RawSourceResource
 from ml_platform.resources.storage import VersionedStoreResource
 
-__all__ = ["MlflowResource", "OptunaResource", "RawSourceResource", "VersionedStoreResource"]
+__all__ = [
+    "MlflowResource",
+    "MonitoringResource",
+    "OptunaResource",
+    "RawSourceResource",
+    "VersionedStoreResource",
+]

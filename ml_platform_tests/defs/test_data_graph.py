@@ -262,7 +262,8 @@ def test_range_runs_give_each_day_its_own_version_and_checks(make_settings, inst
     job = build_definitions(settings).resolve_job_def(DATA_JOB)
     outcomes = run_partitions(instance, job, DAYS, chunk_days=2)
     assert all(o.success for o in outcomes), [o.error for o in outcomes]
-    assert [(o.first, o.last) for o in outcomes] == [(DAYS[0], DAYS[1])] * 3 + [(DAYS[2], DAYS[2])] * 3
+    # four layers: raw; validated; features and the validated-flight profiles; the feature profiles
+    assert [(o.first, o.last) for o in outcomes] == [(DAYS[0], DAYS[1])] * 4 + [(DAYS[2], DAYS[2])] * 4
 
     for asset in ASSETS:
         versions = {d: latest(instance, asset, d) for d in DAYS}

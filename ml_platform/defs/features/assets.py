@@ -51,6 +51,7 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         backfill_policy=build.backfill_policy,
         output_required=False,  # a range run reports per-partition events instead (PartitionReporter)
         code_version=code_version,
+        automation_condition=build.automation,
         description=(
             "One row per scheduled flight of the day: calendar features, the latest weather observed"
             " before departure (as-of join), trailing 7- and 28-day delay aggregates per origin,"

@@ -46,6 +46,7 @@ def _raw_asset(dataset: Dataset, build: AssetBuild, code_version: str) -> dg.Ass
         backfill_policy=build.backfill_policy,
         output_required=False,  # a range run reports per-partition events instead (PartitionReporter)
         code_version=code_version,
+        automation_condition=build.automation,
         description=_DESCRIPTIONS[dataset],
     )
     def _asset(

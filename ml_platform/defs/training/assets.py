@@ -1,5 +1,6 @@
 """``delay_model``: one torch model per week, trained on a version-pinned window of feature days."""
 
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -60,6 +61,11 @@ def build_model_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         partitions_def=parts.weekly,
         code_version=code_version_of_names(*TRAINING_MODULES),
         op_tags=resource_tags(spec.gpus),
+        # the UI's view of the freshness policy (wall clock since the last training); the retrain
+        # sensor applies the same limit in data time (ml_platform.defs.monitoring.sensors)
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(days=build.monitoring.champion_max_age_days)
+        ),
         description=(
             f"The delay model of one week (Monday to Sunday), trained on the flight_features days of"
             f" the {spec.window_weeks} weeks before it, read at the versions their materializations"

@@ -65,6 +65,7 @@ def _validated_asset(
         backfill_policy=build.backfill_policy,
         output_required=False,  # a range run reports per-partition events instead (PartitionReporter)
         code_version=code_version,
+        automation_condition=build.automation,
         description=(
             f"The day's {dataset} rows that pass {schema.__name__} (pandera, polars backend, lazy"
             f" validation), with derived columns. Failing rows go to the Delta table"

@@ -299,3 +299,36 @@ def champion_exposition(
     if unknown:
         raise ValueError(f"unknown retrain cause(s) {unknown}; expected {RETRAIN_CAUSES}")
     return generate_latest(registry).decode()
+
+
+def live_exposition(
+    model_version: str,
+    live_metrics: Mapping[str, float],
+    degradation: Mapping[str, float],
+    *,
+    written_at: datetime,
+) -> str:
+    """Live performance in the text exposition format: each metric and its degradation ratio.
+
+    ``degradation`` is the relative worsening of the model's skill over the naive baseline since
+    evaluation (> 0: worse), as :mod:`ml_platform.lib.monitoring.performance` defines it.
+    """
+    _unix_seconds(written_at)
+    registry = CollectorRegistry()
+    live = Gauge(
+        LIVE_METRIC,
+        "Metric of the champion on live (labelled) days.",
+        ("metric", "model_version"),
+        registry=registry,
+    )
+    ratio = Gauge(
+        LIVE_DEGRADATION,
+        "Relative worsening of the champion's skill over the baseline since evaluation (> 0: worse).",
+        ("metric", "model_version"),
+        registry=registry,
+    )
+    for metric, value in live_metrics.items():
+        live.labels(metric=metric, model_version=model_version).set(value)
+    for metric, value in degradation.items():
+        ratio.labels(metric=metric, model_version=model_version).set(value)
+    return generate_latest(registry).decode()

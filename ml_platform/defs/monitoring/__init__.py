@@ -1,0 +1,1 @@
+"""Monitoring assets (profiles, drift report) and the retrain sensor."""

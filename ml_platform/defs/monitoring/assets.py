@@ -1,0 +1,386 @@
+"""Profiles of the daily data and the daily ``drift_report`` against the champion's training window."""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from ml_platform.defs.common import AssetBuild
+from ml_platform.defs.publish import (
+    AssetEvent,
+    PartitionReporter,
+    PartitionResult,
+    RecordedVersions,
+    describe,
+    latest_materializations,
+    partition_metadata,
+    read_pinned,
+)
+from ml_platform.lib import metadata as keys
+from ml_platform.lib.storage import PARTITION_COLUMN, PartitionVersion
+from ml_platform.lib.versioning import code_version_of_names
+from ml_platform.resources import MlflowResource, MonitoringResource, VersionedStoreResource
+
+#: Profile asset -> the asset whose daily partitions it profiles.
+PROFILED = {"flight_feature_profiles": "flight_features", "validated_flight_profiles": "validated_flights"}
+FEATURE_PROFILES = "flight_feature_profiles"
+DRIFT = "drift_report"
+CHECK = "no_feature_drift"
+MODEL = "delay_model"
+PROFILE_MODULES = ("ml_platform.lib.monitoring.profiles", "ml_platform.lib.storage.delta")
+DRIFT_MODULES = (
+    *PROFILE_MODULES,
+    "ml_platform.lib.monitoring.drift",
+    "ml_platform.lib.monitoring.report",
+    "ml_platform.lib.monitoring.metrics",
+)
+#: Metadata keys of the drift report (read by the retrain sensor and the replay timeline).
+DRIFT_SEVERITY = "drift/severity"
+DRIFT_ERRORS = "drift/features_error"
+DRIFT_WARNINGS = "drift/features_warn"
+DRIFT_MODEL_VERSION = "drift/model_version"
+DRIFT_MODEL_PARTITION = "drift/model_partition"
+DRIFT_REFERENCE = "drift/reference_window"
+
+
+@dataclass(frozen=True)
+class ChampionModel:
+    """The champion version and the delay_model materialization that made it."""
+
+    version: str
+    #: The weekly delay_model partition.
+    partition: str
+    #: The feature partitions it trained on, as recorded (table version and content hash).
+    pins: list[PartitionVersion]
+
+    @property
+    def window_end(self) -> date:
+        """The last day of its training data."""
+        return max(date.fromisoformat(p.partition) for p in self.pins)
+
+
+def find_champion(instance: dg.DagsterInstance, mlflow_registry: MlflowResource) -> ChampionModel | None:
+    """The champion of the registry with its training lineage; None when there is no champion.
+
+    Raises:
+        dg.Failure: when the champion version has no delay_model materialization in this instance.
+    """
+    version = mlflow_registry.registry().champion()
+    return None if version is None else model_version_lineage(instance, version, mlflow_registry.model_name)
+
+
+def model_version_lineage(instance: dg.DagsterInstance, version: str, model_name: str) -> ChampionModel:
+    """The delay_model materialization that registered ``version``, with its training pins.
+
+    Raises:
+        dg.Failure: when no delay_model materialization of this instance registered ``version``.
+    """
+    record = version_record(instance, MODEL, version)
+    if record is None:
+        raise dg.Failure(
+            f"v{version} of {model_name} has no {MODEL} materialization in this Dagster instance: its"
+            " training window (the drift reference, the live baseline) is unknown"
+        )
+    mat = record.asset_materialization
+    assert mat is not None
+    pins = [PartitionVersion.from_metadata(item) for item in mat.metadata[keys.LINEAGE_UPSTREAM].value]  # type: ignore[union-attr]
+    return ChampionModel(version, str(mat.partition), pins)
+
+
+def version_record(instance: dg.DagsterInstance, asset: str, version: str) -> dg.EventLogRecord | None:
+    """The newest materialization of ``asset`` whose ``mlflow/model_version`` is ``version``.
+
+    Model assets are weekly, so their history is short; the newest 1000 are searched.
+    """
+    for record in instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records:  # newest first
+        mat = record.asset_materialization
+        if (
+            mat is not None
+            and str(mat.metadata.get(keys.MLFLOW_MODEL_VERSION, dg.MetadataValue.text("")).value) == version
+        ):
+            return record
+    return None
+
+
+def latest_data_day(instance: dg.DagsterInstance, asset: str = "flight_features") -> date | None:
+    """The newest materialized daily partition of ``asset`` (the platform's "today")."""
+    keys_ = instance.get_materialized_partitions(dg.AssetKey(asset))
+    return max((date.fromisoformat(k) for k in keys_), default=None)
+
+
+def build_monitoring_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
+    """The profile assets and the drift report."""
+    return [*(_profile_asset(name, source, build) for name, source in PROFILED.items()), _drift_asset(build)]
+
+
+def _profile_asset(name: str, source: str, build: AssetBuild) -> dg.AssetsDefinition:
+    parts = build.partitioning
+    code_version = code_version_of_names(*PROFILE_MODULES)
+
+    @dg.asset(
+        name=name,
+        group_name="monitoring",
+        kinds={"whylogs", "delta"},
+        deps=[source],
+        partitions_def=parts.daily,
+        backfill_policy=build.backfill_policy,
+        output_required=False,  # a range run reports per-partition events (PartitionReporter)
+        code_version=code_version,
+        automation_condition=build.automation,
+        description=(
+            f"whylogs profile of each daily partition of {source}, read at the version its"
+            " materialization recorded: counts, a KLL quantile sketch per numeric column and a"
+            " frequent-items sketch per string column (plus route = origin-dest). One row per day in"
+            " Delta: the profile's protobuf bytes and the source's table version and content hash."
+            " A model's drift reference is the merge of its training window's daily profiles."
+        ),
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, versioned_store: VersionedStoreResource
+    ) -> Iterator[AssetEvent]:
+        from ml_platform.lib.monitoring import profiles
+
+        store = versioned_store.store()
+        reporter = PartitionReporter(context)
+        sources = RecordedVersions(context.instance, dg.AssetKey(source), reporter.partitions, table=source)
+        published = RecordedVersions(context.instance, context.asset_key, reporter.partitions, table=name)
+        for partition in reporter.partitions:
+            (pin,) = sources.require([partition])
+            frame = profiles.with_route(read_pinned(store, [pin]).drop(PARTITION_COLUMN))
+            kinds = profiles.profiled_columns(frame, exclude=[c for c in frame.columns if c.startswith("_")])
+            view = profiles.profile_frame(frame, date.fromisoformat(partition), kinds)
+            blob = profiles.serialize(view)
+            row = pl.DataFrame(
+                {
+                    "profile": [blob],
+                    "columns": [json.dumps(kinds, sort_keys=True)],
+                    "rows": [frame.height],
+                    "source_table": [source],
+                    "source_partition": [partition],
+                    "source_table_version": [pin.table_version],
+                    "source_content_hash": [pin.content_hash],
+                },
+                schema_overrides={"profile": pl.Binary},
+            )
+            version = store.write_partition(name, partition, row, unless_same_as=published.get(partition))
+            reporter.log(
+                f"{name}[{partition}]: {len(kinds)} columns of {frame.height} rows -> {describe(version)}"
+            )
+            yield from reporter.publish(
+                PartitionResult(
+                    partition,
+                    version,
+                    partition_metadata(
+                        version,
+                        row,
+                        table_uri=store.table_uri(name),
+                        upstream=[pin],
+                        code_version=code_version,
+                        build=build.build,
+                        extra={
+                            "profile/columns": len(kinds),
+                            "profile/rows": frame.height,
+                            "profile/bytes": len(blob),
+                        },
+                    ),
+                )
+            )
+        yield from reporter.finish()
+
+    return _asset
+
+
+#: Merged reference profiles by the pins they merge (a replay judges many days against one model).
+_REFERENCES: dict[tuple[tuple[str, str], ...], Any] = {}
+
+
+def _reference(
+    store: Any, champion: ChampionModel, recorded: RecordedVersions
+) -> tuple[Any, list[PartitionVersion]]:
+    """The merge of the profiles of the champion's training days, checked against its lineage."""
+    from ml_platform.lib.monitoring import profiles
+
+    days = sorted(p.partition for p in champion.pins)
+    profile_pins = recorded.require(days)
+    cache_key = tuple((p.partition, p.content_hash) for p in profile_pins)
+    if cache_key in _REFERENCES:
+        return _REFERENCES[cache_key], profile_pins
+    rows = read_pinned(store, profile_pins)
+    trained_on = {p.partition: p.content_hash for p in champion.pins}
+    stale = rows.filter(
+        pl.col("source_content_hash") != pl.col("source_partition").replace_strict(trained_on, default=None)
+    )
+    if stale.height:
+        day = stale["source_partition"][0]
+        raise dg.Failure(
+            f"{DRIFT}: the profile of flight_features[{day}] was made from content"
+            f" {stale['source_content_hash'][0][:12]}, but champion v{champion.version} trained on"
+            f" {trained_on[day][:12]}; rematerialize {FEATURE_PROFILES}[{day}] (or retrain) so the"
+            " reference is the data the model saw"
+        )
+    views = [
+        profiles.deserialize(b, f"{FEATURE_PROFILES}[{d}]")
+        for b, d in rows.select("profile", "source_partition").iter_rows()
+    ]
+    reference = profiles.merge(views)
+    _REFERENCES.clear()  # one champion at a time
+    _REFERENCES[cache_key] = reference
+    return reference, profile_pins
+
+
+def _drift_asset(build: AssetBuild) -> dg.AssetsDefinition:
+    parts = build.partitioning
+    spec = build.monitoring
+    policy = spec.policy()
+
+    @dg.asset(
+        name=DRIFT,
+        group_name="monitoring",
+        kinds={"whylogs", "delta"},
+        deps=[FEATURE_PROFILES],
+        partitions_def=parts.daily,
+        output_required=False,  # no champion yet: nothing to compare against, nothing published
+        code_version=code_version_of_names(*DRIFT_MODULES),
+        automation_condition=build.automation,
+        description=(
+            "Drift of each day's flight features against the champion model's training window: the"
+            " merge of the daily profiles of exactly the feature versions the champion trained on."
+            f" {len(policy.features)} features; numeric ones by PSI, KS and mean shift, categorical"
+            " ones (carrier, origin, dest, route) by PSI and total variation distance, every one by"
+            " its change in null share; effect sizes against per-feature thresholds"
+            " (MLP_DRIFT_THRESHOLDS). A table and a plot per day; the check no_feature_drift warns or"
+            " errs; the retrain sensor acts on errors."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                CHECK,
+                asset=DRIFT,
+                partitions_def=parts.daily,
+                description="Every judged feature under its warn threshold (WARN severity above it,"
+                " ERROR above the error threshold).",
+            )
+        ],
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        versioned_store: VersionedStoreResource,
+        mlflow_registry: MlflowResource,
+        monitoring: MonitoringResource,
+    ) -> Iterator[dg.MaterializeResult]:  # type: ignore[type-arg]
+        from ml_platform.lib.monitoring import metrics, profiles, report
+        from ml_platform.lib.monitoring.drift import DriftError, score_drift, worst
+
+        partition = context.partition_key
+        where = f"{DRIFT}[{partition}]"
+        champion = find_champion(context.instance, mlflow_registry)
+        if champion is None:
+            context.log.warning(f"{where}: no champion model yet, so nothing to judge drift against; skipped")
+            return
+        store = versioned_store.store()
+        days = sorted(p.partition for p in champion.pins)
+        recorded = RecordedVersions(
+            context.instance, dg.AssetKey(FEATURE_PROFILES), [*days, partition], table=FEATURE_PROFILES
+        )
+        reference, reference_pins = _reference(store, champion, recorded)
+        (current_pin,) = recorded.require([partition])
+        current_row = read_pinned(store, [current_pin])
+        current = profiles.deserialize(current_row["profile"][0], f"{FEATURE_PROFILES}[{partition}]")
+        try:
+            results = score_drift(reference, current, policy)
+        except DriftError as exc:
+            raise dg.Failure(f"{where}: {exc}") from exc
+        severity = worst(results)
+        frame = report.report_frame(
+            results, model_version=champion.version, model_partition=champion.partition
+        )
+        published = RecordedVersions(context.instance, context.asset_key, [partition], table=DRIFT)
+        version = store.write_partition(DRIFT, partition, frame, unless_same_as=published.get(partition))
+        errors = [r for r in results if r.severity == "error"]
+        warnings = [r for r in results if r.severity == "warn"]
+        window = f"{days[0]}..{days[-1]}"
+        context.log.info(
+            f"{where}: {severity} vs champion v{champion.version} ({MODEL}[{champion.partition}], window"
+            f" {window}); errors: {[r.feature for r in errors]}, warnings: {[r.feature for r in warnings]}"
+        )
+        metrics.write_textfile(
+            monitoring.metrics_path("drift"),
+            metrics.drift_exposition(
+                report.samples(results),
+                {r.feature: metrics.SEVERITY_CODES[r.severity] for r in results},
+                model_version=champion.version,
+                partition_day=date.fromisoformat(partition),
+                written_at=datetime.now(UTC),
+            ),
+        )
+        title = f"{where} vs champion v{champion.version} (reference {window})"
+        check = dg.AssetCheckResult(
+            check_name=CHECK,
+            passed=severity == "ok",
+            severity=dg.AssetCheckSeverity.ERROR if severity == "error" else dg.AssetCheckSeverity.WARN,
+            description=(
+                "no judged feature over its warn threshold"
+                if severity == "ok"
+                else "; ".join(f"{r.feature}: {', '.join(r.breaches)}" for r in [*errors, *warnings][:8])
+            ),
+            metadata={
+                "partition": partition,
+                "errors": dg.MetadataValue.json([r.to_dict() for r in errors]),
+                "warnings": dg.MetadataValue.json([r.to_dict() for r in warnings]),
+            },
+        )
+        yield dg.MaterializeResult(
+            data_version=dg.DataVersion(version.content_hash),
+            metadata={
+                **_storage_metadata(version, store.table_uri(DRIFT)),
+                DRIFT_SEVERITY: severity,
+                DRIFT_ERRORS: dg.MetadataValue.json([r.to_dict() for r in errors]),
+                DRIFT_WARNINGS: dg.MetadataValue.json([r.to_dict() for r in warnings]),
+                DRIFT_MODEL_VERSION: champion.version,
+                DRIFT_MODEL_PARTITION: champion.partition,
+                DRIFT_REFERENCE: f"{window} ({len(days)} feature partitions as the champion trained on them)",
+                "drift/table": dg.MetadataValue.md(report.markdown_table(results)),
+                "drift/plot": dg.MetadataValue.md(
+                    _png_markdown(report.drift_plot(results, title), f"drift of {partition}")
+                ),
+                keys.LINEAGE_UPSTREAM: dg.MetadataValue.json(
+                    [{**p.to_metadata(), "role": "reference"} for p in reference_pins]
+                    + [{**current_pin.to_metadata(), "role": "current"}]
+                ),
+                keys.LINEAGE_CODE_VERSION: context.assets_def.code_versions_by_key[context.asset_key] or "",
+                keys.LINEAGE_GIT_COMMIT: build.build.git_commit,
+            },
+            check_results=[check],
+        )
+
+    return _asset
+
+
+def _storage_metadata(version: PartitionVersion, table_uri: str) -> dict[str, Any]:
+    return {
+        keys.ROW_COUNT: dg.MetadataValue.int(version.row_count),
+        keys.STORAGE_URI: dg.MetadataValue.path(table_uri),
+        keys.STORAGE_PARTITION: version.partition,
+        keys.STORAGE_TABLE_VERSION: dg.MetadataValue.int(version.table_version),
+        keys.STORAGE_CONTENT_HASH: version.content_hash,
+        keys.STORAGE_FILES: dg.MetadataValue.json(list(version.files)),
+    }
+
+
+def _png_markdown(png: bytes, alt: str) -> str:
+    from ml_platform.lib.evaluation.plots import png_markdown
+
+    return png_markdown(png, alt)
+
+
+def drift_reports(instance: dg.DagsterInstance, partitions: list[str]) -> dict[str, dg.EventLogRecord]:
+    """The latest drift_report materialization of each of ``partitions``."""
+    return latest_materializations(instance, dg.AssetKey(DRIFT), partitions)
+
+
+def day_after(day: str) -> str:
+    """The partition key of the next day."""
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()

@@ -1,0 +1,425 @@
+"""The retrain sensor: drift at error severity, live decay, a stale champion -> one gated retrain.
+
+Each tick:
+
+1. reads the drift reports materialized since its cursor: an error-severity report is a drift
+   trigger (its features, scores and thresholds), a warn-severity one only an alert;
+2. reads the live performance reports since its cursor: the champion's skill decayed past the
+   threshold is a degradation trigger;
+3. applies the freshness policy: a champion whose training data ends more than
+   ``champion_max_age_days`` before the latest data day is a freshness trigger;
+4. finds the current model partition: the newest week whose holdout week is complete, so the
+   retrained model can be judged by the evaluation gates before anything is promoted;
+5. lets :func:`ml_platform.lib.monitoring.retrain.decide` apply the guardrails (defer, cooldown,
+   daily cap, run key) and requests at most one run of the weekly model job;
+6. records the decision in the monitoring events table, tags the run with its cause, and alerts.
+
+Alerts go out in the tick that sees the evidence, so within one sensor interval of the report.
+"""
+
+import json
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from dagster._core.definitions.data_version import CODE_VERSION_TAG
+
+from ml_platform.defs.common import AssetBuild
+from ml_platform.defs.monitoring.assets import (
+    DRIFT,
+    DRIFT_ERRORS,
+    DRIFT_MODEL_VERSION,
+    DRIFT_SEVERITY,
+    DRIFT_WARNINGS,
+    MODEL,
+    ChampionModel,
+    find_champion,
+    latest_data_day,
+)
+from ml_platform.defs.monitoring.performance import LIVE_DECAY, LIVE_DEGRADED, LIVE_MODEL_VERSION
+from ml_platform.defs.monitoring.performance import NAME as LIVE_PERFORMANCE
+from ml_platform.defs.publish import RecordedVersions, latest_materializations
+from ml_platform.lib import metadata as keys
+from ml_platform.partitions import upstream_keys
+from ml_platform.resources import MlflowResource, MonitoringResource
+
+SENSOR = "retrain_sensor"
+FEATURES = "flight_features"
+#: Run tags of a sensor-requested retrain.
+TAG_CAUSE = "ml_platform/retrain_cause"
+TAG_REASON = "ml_platform/retrain_reason"
+TAG_EVIDENCE = "ml_platform/retrain_evidence"
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The wall clock (the replay passes its simulated clock instead)."""
+    return datetime.now(UTC)
+
+
+def current_target(
+    instance: dg.DagsterInstance,
+    build: AssetBuild,
+    data_day: date | None,
+    model_code_version: str | None,
+    job_name: str,
+) -> Any:
+    """The newest model week whose holdout week is complete, and whether it is already up to date."""
+    from ml_platform.lib.monitoring.retrain import Target
+
+    parts = build.partitioning
+    if data_day is None:
+        return Target(None, False, "no flight_features partition is materialized yet")
+    weeks = [
+        w for w in parts.weekly.get_partition_keys() if date.fromisoformat(w) + timedelta(days=6) <= data_day
+    ]
+    if not weeks:
+        return Target(None, False, f"no model week has a complete holdout week by {data_day}")
+    week = weeks[-1]
+    following = (date.fromisoformat(week) + timedelta(days=13)).isoformat()
+    active = instance.get_runs(
+        dg.RunsFilter(job_name=job_name, tags={"dagster/partition": week}, statuses=_ACTIVE), limit=1
+    )
+    if active:
+        return Target(week, True, f"a run of {MODEL}[{week}] is already in progress ({active[0].run_id})")
+    record = latest_materializations(instance, dg.AssetKey(MODEL), [week]).get(week)
+    if record is None:
+        return Target(week, False)
+    mat = record.asset_materialization
+    assert mat is not None
+    if mat.tags.get(CODE_VERSION_TAG) != model_code_version:
+        return Target(week, False)
+    days = upstream_keys(parts.training_window, parts.weekly, week, parts.daily)
+    try:
+        now_pins = RecordedVersions(instance, dg.AssetKey(FEATURES), days, table=FEATURES).require(days)
+    except dg.Failure:
+        return Target(week, False)
+    trained = {item["partition"]: item["content_hash"] for item in mat.metadata[keys.LINEAGE_UPSTREAM].value}  # type: ignore[union-attr]
+    if all(trained.get(p.partition) == p.content_hash for p in now_pins):
+        version = mat.metadata[keys.MLFLOW_MODEL_VERSION].value
+        return Target(
+            week,
+            True,
+            f"{MODEL}[{week}] (v{version}) is already trained from the current feature versions by the"
+            f" current code; the next model week becomes trainable once {following} is in",
+        )
+    return Target(week, False)
+
+
+def _drift_triggers(instance: dg.DagsterInstance, after: int) -> tuple[list[Any], list[dict[str, Any]], int]:
+    """Error-severity drift reports since ``after`` as triggers, every non-ok report as a finding."""
+    from ml_platform.lib.monitoring.retrain import Trigger
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(DRIFT), after_storage_id=after), limit=500, ascending=True
+    ).records
+    triggers, findings = [], []
+    last = after
+    for record in records:
+        last = max(last, record.storage_id)
+        mat = record.asset_materialization
+        if mat is None or DRIFT_SEVERITY not in mat.metadata:
+            continue
+        severity = str(mat.metadata[DRIFT_SEVERITY].value)
+        if severity == "ok":
+            continue
+        day = str(mat.partition)
+        flagged = list(mat.metadata[DRIFT_ERRORS if severity == "error" else DRIFT_WARNINGS].value)  # type: ignore[arg-type]
+        summary = "; ".join(_breaches(f) for f in flagged[:5]) + (
+            f" (+{len(flagged) - 5} more)" if len(flagged) > 5 else ""
+        )
+        detail = {
+            "drift_report": f"{DRIFT}[{day}]",
+            "severity": severity,
+            "model_version": str(mat.metadata[DRIFT_MODEL_VERSION].value),
+            "features": flagged,
+        }
+        findings.append({"day": day, "severity": severity, "summary": summary, "detail": detail})
+        if severity == "error":
+            triggers.append(Trigger("drift", day, summary, detail))
+    return triggers, findings, last
+
+
+def _decay_triggers(
+    instance: dg.DagsterInstance, after: int, champion: ChampionModel | None
+) -> tuple[list[Any], list[dict[str, Any]], int]:
+    """Live performance reports since ``after`` where the champion's skill decayed past the threshold."""
+    from ml_platform.lib.monitoring.retrain import Trigger
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(LIVE_PERFORMANCE), after_storage_id=after),
+        limit=500,
+        ascending=True,
+    ).records
+    triggers, findings = [], []
+    last = after
+    for record in records:
+        last = max(last, record.storage_id)
+        mat = record.asset_materialization
+        if mat is None or LIVE_DEGRADED not in mat.metadata or not mat.metadata[LIVE_DEGRADED].value:
+            continue
+        version = str(mat.metadata[LIVE_MODEL_VERSION].value)
+        decays = [d for d in mat.metadata[LIVE_DECAY].value if d["degraded"]]  # type: ignore[union-attr]
+        day = str(mat.partition)
+        summary = "; ".join(
+            f"{d['metric']} skill {d['live_skill']:.3f} vs {d['evaluation_skill']:.3f} at evaluation"
+            f" ({d['degradation']:+.1%} > {d['threshold']:.0%})"
+            for d in decays
+        )
+        detail = {"live_performance": f"{LIVE_PERFORMANCE}[{day}]", "model_version": version, "decay": decays}
+        findings.append(
+            {"day": day, "severity": "decay", "summary": f"v{version}: {summary}", "detail": detail}
+        )
+        # a version that is no longer champion is not served: its decay is history, not a reason to retrain
+        if champion is not None and champion.version == version:
+            triggers.append(Trigger("degradation", day, f"v{version}: {summary}", detail))
+    return triggers, findings, last
+
+
+def _breaches(feature: dict[str, Any]) -> str:
+    parts = []
+    for measure, threshold in feature["thresholds"].items():
+        if threshold is None:
+            continue
+        score = feature["scores"][measure]
+        level = "error" if score >= threshold["error"] else "warn" if score >= threshold["warn"] else None
+        if level:
+            parts.append(f"{measure} {score:.3g} >= {threshold[level]:g}")
+    return f"{feature['feature']} " + ", ".join(parts)
+
+
+def _freshness_trigger(champion: ChampionModel | None, data_day: date | None, max_age: int) -> Any:
+    from ml_platform.lib.monitoring.retrain import Trigger
+
+    if data_day is None:
+        return None
+    if champion is None:
+        return Trigger("freshness", data_day.isoformat(), "no champion model yet", {"max_age_days": max_age})
+    age = (data_day - champion.window_end).days
+    if age <= max_age:
+        return None
+    return Trigger(
+        "freshness",
+        data_day.isoformat(),
+        f"champion v{champion.version} ({MODEL}[{champion.partition}]) learned from data through"
+        f" {champion.window_end}: {age} days old, the policy allows {max_age}",
+        {
+            "model_version": champion.version,
+            "model_partition": champion.partition,
+            "trained_through": champion.window_end.isoformat(),
+            "age_days": age,
+            "max_age_days": max_age,
+        },
+    )
+
+
+def build_retrain_sensor(build: AssetBuild, job_name: str, clock: Clock = utc_now) -> dg.SensorDefinition:
+    """The retrain sensor targeting the weekly model job ``job_name``."""
+    spec = build.monitoring
+
+    @dg.sensor(
+        name=SENSOR,
+        job_name=job_name,
+        minimum_interval_seconds=spec.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if spec.sensors_running
+        else dg.DefaultSensorStatus.STOPPED,
+        description=(
+            "Requests a retrain of the current model partition (the newest week with a complete"
+            " holdout week) on drift at error severity, on live decay of the champion's skill, or"
+            " when the champion is older than"
+            f" {spec.champion_max_age_days} days (freshness policy). Guardrails: a"
+            f" {spec.cooldown_hours:g} h cooldown, at most {spec.max_retrains_per_day} requests a day,"
+            " a run key per piece of evidence. The run trains, evaluates and promotes through the"
+            " weekly job's gates; nothing is promoted without them. Every decision is alerted and"
+            " recorded with its cause."
+        ),
+    )
+    def _sensor(
+        context: dg.SensorEvaluationContext, mlflow_registry: MlflowResource, monitoring: MonitoringResource
+    ) -> dg.SensorResult:
+        from ml_platform.lib.monitoring import metrics
+        from ml_platform.lib.monitoring.events import MonitoringEvent
+        from ml_platform.lib.monitoring.retrain import RetrainPolicy, RetrainState, decide
+
+        now = clock()
+        state = RetrainState.from_json(context.cursor)
+        instance = context.instance
+        triggers, findings, state.after_storage_id = _drift_triggers(instance, state.after_storage_id)
+        data_day = latest_data_day(instance)
+        champion = find_champion(instance, mlflow_registry)
+        decay, decay_findings, state.after_live_storage_id = _decay_triggers(
+            instance, state.after_live_storage_id, champion
+        )
+        triggers.extend(decay)
+        fresh = _freshness_trigger(champion, data_day, spec.champion_max_age_days)
+        if fresh is not None:
+            triggers.append(fresh)
+        model_code = context.repository_def.assets_defs_by_key[dg.AssetKey(MODEL)].code_versions_by_key[  # type: ignore[union-attr]
+            dg.AssetKey(MODEL)
+        ]
+        target = current_target(instance, build, data_day, model_code, job_name)
+        policy = RetrainPolicy(timedelta(hours=spec.cooldown_hours), spec.max_retrains_per_day)
+        new_events = any(t.cause != "freshness" for t in triggers)  # drift or decay seen this tick
+        decision = decide([*state.pending, *triggers], target, state.history, now, policy)
+        events = [
+            MonitoringEvent(now, "drift_detected", f["day"], f["severity"], f["summary"], detail=f["detail"])
+            for f in findings
+        ] + [
+            MonitoringEvent(now, "decay_detected", f["day"], "error", f["summary"], detail=f["detail"])
+            for f in decay_findings
+        ]
+        run_requests = []
+        news = decision is not None and state.is_news(decision, new_events)
+        if decision is not None:
+            state.record(decision, now)
+        if decision is not None and news:
+            kind = {
+                "request": "retrain_requested",
+                "suppress": "retrain_suppressed",
+                "defer": "retrain_deferred",
+            }
+            events.append(
+                MonitoringEvent(
+                    now,
+                    kind[decision.action],  # type: ignore[arg-type]
+                    decision.triggers[-1].day,
+                    "warning" if decision.action == "request" else "info",
+                    decision.reason,
+                    decision.partition,
+                    decision.run_key,
+                    decision.to_dict(),
+                )
+            )
+        if decision is not None and decision.action == "request":
+            assert decision.partition is not None
+            run_requests.append(
+                dg.RunRequest(
+                    run_key=decision.run_key,
+                    partition_key=decision.partition,
+                    tags={
+                        TAG_CAUSE: ",".join(decision.causes),
+                        TAG_REASON: decision.reason[:1000],
+                        TAG_EVIDENCE: json.dumps([t.to_dict() for t in decision.triggers])[:4000],
+                    },
+                )
+            )
+        alerts = _alerts(findings, decay_findings, decision if news else None, now, monitoring)
+        failed = _send(alerts, monitoring, context)
+        events.extend(
+            MonitoringEvent(now, "alert_failed", a.fields.get("day", ""), "error", f"{a.title}: {err}")
+            for a, err in failed
+        )
+        journal = monitoring.events()
+        journal.append(events)
+        if champion is not None and data_day is not None:
+            history = journal.to_frame().filter(pl.col("kind") == "retrain_requested")
+            counts: dict[str, int] = {}
+            for detail in history["detail"]:
+                for cause in json.loads(detail)["causes"]:
+                    counts[cause] = counts.get(cause, 0) + 1
+            metrics.write_textfile(
+                monitoring.metrics_path("champion"),
+                metrics.champion_exposition(
+                    champion.version, (data_day - champion.window_end).days, counts, written_at=now
+                ),
+            )
+        return dg.SensorResult(
+            run_requests=run_requests,
+            cursor=state.to_json(),
+            skip_reason=None
+            if run_requests
+            else (decision.reason if decision else "no drift error, champion fresh"),
+        )
+
+    return _sensor
+
+
+def _alerts(
+    findings: list[dict[str, Any]],
+    decay_findings: list[dict[str, Any]],
+    decision: Any,
+    now: datetime,
+    monitoring: MonitoringResource,
+) -> list[Any]:
+    from ml_platform.lib.monitoring.notify import Alert
+
+    alerts = []
+    for f in findings:
+        alerts.append(
+            Alert(
+                title=f"Feature drift ({f['severity']}) on {f['day']}",
+                severity="error" if f["severity"] == "error" else "warning",
+                text=f["summary"],
+                fields={
+                    "asset": DRIFT,
+                    "day": f["day"],
+                    "champion": f"v{f['detail']['model_version']}",
+                },
+                occurred_at=now,
+                dedupe_key=f"drift:{f['day']}:{f['severity']}",
+                link=monitoring.asset_url(DRIFT),
+            )
+        )
+    for f in decay_findings:
+        alerts.append(
+            Alert(
+                title=f"Live performance decay on {f['day']}",
+                severity="error",
+                text=f["summary"],
+                fields={
+                    "asset": LIVE_PERFORMANCE,
+                    "day": f["day"],
+                    "model": f"v{f['detail']['model_version']}",
+                },
+                occurred_at=now,
+                dedupe_key=f"decay:{f['day']}:v{f['detail']['model_version']}",
+                link=monitoring.asset_url(LIVE_PERFORMANCE),
+            )
+        )
+    if decision is not None:  # only news reaches here (RetrainState.is_news)
+        verb = {"request": "requested", "suppress": "suppressed", "defer": "deferred"}[decision.action]
+        alerts.append(
+            Alert(
+                title=f"Retrain {verb}: {MODEL}[{decision.partition}]"
+                if decision.partition
+                else f"Retrain {verb}",
+                severity="warning" if decision.action == "request" else "info",
+                text=decision.reason,
+                fields={
+                    "causes": ", ".join(decision.causes),
+                    "day": decision.triggers[-1].day,
+                    "run_key": decision.run_key or "-",
+                },
+                occurred_at=now,
+                dedupe_key=decision.run_key or f"retrain:{decision.action}:{decision.triggers[-1].day}",
+                link=monitoring.asset_url(MODEL),
+            )
+        )
+    return alerts
+
+
+def _send(
+    alerts: list[Any], monitoring: MonitoringResource, context: dg.SensorEvaluationContext
+) -> list[Any]:
+    """Send every alert; a failed delivery is logged and returned (the retrain must not wait for Slack)."""
+    from ml_platform.lib.monitoring.notify import NotificationError
+
+    notifier = monitoring.notifier()
+    failed = []
+    for alert in alerts:
+        try:
+            notifier.send(alert)
+        except NotificationError as exc:
+            context.log.error(f"{SENSOR}: alert {alert.dedupe_key!r} was not delivered: {exc}")
+            failed.append((alert, str(exc)))
+    return failed
