@@ -99,6 +99,7 @@ def _preprocessed(series: pl.Series, kind: Kind) -> Any:
         finite = np.isfinite(floats)
         column.nan_count = int(np.isnan(floats).sum())
         column.inf_count = int(np.isinf(floats).sum())
+        column.null_count += column.nan_count  # as whylogs counts them: a NaN is also a null
         column.numpy.floats = floats[finite]
     return column
 
@@ -189,9 +190,8 @@ def row_count(view: Any, column: str) -> int:
 
 
 def null_count(view: Any, column: str) -> int:
-    """Nulls and NaNs the profile saw in ``column``."""
-    counts = view.get_column(column).get_metric("counts")
-    return int(counts.null.value) + int(counts.nan.value)
+    """Nulls (NaNs included, as whylogs counts them) the profile saw in ``column``."""
+    return int(view.get_column(column).get_metric("counts").null.value)
 
 
 def kll(view: Any, column: str) -> Any:

@@ -1,0 +1,1 @@
+"""Batch scoring: the champion's predictions for each day's flights."""
