@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo ui mlflow-ui test test-all lint bench bench-train clean-data
+.PHONY: install demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift clean-data
 
 # torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
 # pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-demo: install  ## materialize raw -> features for 2013-01-01..2013-03-31 on the embedded default
+demo: install  ## raw -> features for 2013-01-01..2013-03-31, the weekly models, then the April replay
 	$(BIN)/mlp demo
+
+replay: install  ## replay days forward after the demo (automation + retrain sensor, tick by tick)
+	$(BIN)/mlp replay
 
 ui: install  ## Dagster UI + daemon (dagster dev) on the same instance as the demo
 	$(BIN)/mlp ui
@@ -41,6 +44,9 @@ lint: install  ## ruff on everything, mypy --strict on the pure lib code
 
 bench: install  ## full-year backfill benchmark; results go to docs/benchmarks.md by hand
 	$(BIN)/python benchmarks/backfill_year.py
+
+bench-drift: install  ## profiling + drift scoring, 1M rows x 10 columns, vs plain why.log
+	$(BIN)/python benchmarks/profile_drift.py
 
 bench-train: install  ## training throughput, HPO trials/min, Dagster+MLflow overhead (builds its own instance)
 	$(BIN)/python benchmarks/train_throughput.py

@@ -33,6 +33,15 @@ def demo(
         min=0,
         help="Train, evaluate and promote the last N model weeks that fit in [start, end] (0: none).",
     ),
+    replay_days: int = typer.Option(
+        28,
+        min=0,
+        help="After the models, replay this many days after --end tick by tick (0: no replay).",
+    ),
+    inject: list[str] = typer.Option(
+        ["2013-04-10:temp+15C"],
+        help="Shift injected into the replay's raw data (repeatable; see `mlp replay --help`).",
+    ),
 ) -> None:
     """Materialize raw -> features for each day of [start, end], then the weekly models, incrementally."""
     from ml_platform.definitions import DATA_JOB, build_definitions
@@ -94,16 +103,86 @@ def demo(
             f" (run {failed.run_id}): {failed.error}"
         )
         raise typer.Exit(1)
-    if model_weeks:
-        _demo_models(settings, instance, first, last, model_weeks)
+    if model_weeks and _demo_models(settings, instance, first, last, model_weeks) and replay_days:
+        from datetime import timedelta
+
+        start_replay = last + timedelta(days=1)
+        _replay(settings, instance, start_replay, last + timedelta(days=replay_days), inject or [])
     console.print(
         "Browse it: [bold]make ui[/] (Dagster UI on http://127.0.0.1:3000),"
         " [bold]make mlflow-ui[/] (MLflow on http://127.0.0.1:5000)"
     )
 
 
-def _demo_models(settings: PlatformSettings, instance: Any, first: date, last: date, limit: int) -> None:
-    """Train, evaluate and promote the model weeks of [first, last]; print the champion's lineage."""
+@app.command()
+def replay(
+    start: str = typer.Option("2013-04-01", help="First day to replay."),
+    end: str = typer.Option("2013-04-28", help="Last day to replay (included)."),
+    inject: list[str] = typer.Option(
+        ["2013-04-10:temp+15C"],
+        help="Injected shift '<day>:temp+15C' or '<day>:carrier=UA:0.5' (repeatable; '' for none).",
+    ),
+) -> None:
+    """Replay days forward: automation and the retrain sensor tick as the daemon would; print a timeline.
+
+    Needs the demo's history (features before START and a champion): run `make demo` first.
+    Days already replayed print their recorded timeline instead of running again.
+    """
+    from ml_platform.instance import open_instance
+    from ml_platform.settings import PlatformSettings
+
+    settings = PlatformSettings()
+    first, last = _parse_day(start, "start"), _parse_day(end, "end")
+    if last < first:
+        raise typer.BadParameter(f"--end {end} is before --start {start}")
+    _replay(settings, open_instance(settings), first, last, [i for i in inject if i])
+
+
+def _replay(settings: PlatformSettings, instance: Any, first: date, last: date, inject: list[str]) -> None:
+    import time
+
+    from ml_platform.lib.ingest.scenarios import parse_shift
+    from ml_platform.replay import Replay, TimelineEntry
+
+    for text in inject:
+        try:
+            parse_shift(text)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--inject") from exc
+    _quiet_mlflow()
+    shifted = settings.model_copy(update={"inject_shifts": [*settings.inject_shifts, *inject]})
+    console.print(
+        f"\n[bold]Replay[/] {first}..{last}: automation and {settings.sensor_interval_seconds}s sensor ticks"
+        f" evaluated day by day (injected: {', '.join(inject) or 'nothing'})."
+    )
+    colors = {"error": "red", "warn": "yellow", "info": "default", "ok": "default"}
+    started = time.perf_counter()
+
+    def show(entry: TimelineEntry) -> None:
+        if entry.kind == "data" or (entry.kind in ("drift", "live") and entry.severity == "ok"):
+            console.print(f"  [dim]{entry.day}  {entry.text}[/]")
+        else:
+            console.print(f"  [{colors[entry.severity]}]{entry.day}  {entry.text}[/]")
+
+    try:
+        entries = Replay(shifted, instance, on_entry=show).run(first, last)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    retrains = [e for e in entries if e.kind == "retrain"]
+    drifted = sorted({e.day for e in entries if e.kind == "drift" and e.severity == "error"})
+    console.print(
+        f"Replay done in {time.perf_counter() - started:.0f}s: drift errors on"
+        f" {', '.join(drifted) or 'no day'}; {len(retrains)} retrain(s)."
+        f" Events: {settings.monitoring_events_table}; `make ui` shows the runs, drift reports and checks."
+    )
+
+
+def _demo_models(settings: PlatformSettings, instance: Any, first: date, last: date, limit: int) -> bool:
+    """Train, evaluate and promote the model weeks of [first, last]; print the champion's lineage.
+
+    Returns whether any model week fits in the range.
+    """
     import time
 
     import dagster as dg
@@ -119,7 +198,7 @@ def _demo_models(settings: PlatformSettings, instance: Any, first: date, last: d
             f"[yellow]No model week fits in {first}..{last}:[/] a week needs"
             f" {settings.training_window_weeks} weeks of features before it and must end by {last}."
         )
-        return
+        return False
     # a week is done once its model is trained and evaluated by the current code; its promotion
     # may rightly not exist (rejected by a gate, or waiting for approval)
     done_when = [dg.AssetKey("delay_model"), dg.AssetKey("model_evaluation")]
@@ -144,6 +223,7 @@ def _demo_models(settings: PlatformSettings, instance: Any, first: date, last: d
             console.print(f"  [red]{outcome.error}[/] (run {outcome.run_id})")
             raise typer.Exit(1)
     _print_champion(settings)
+    return True
 
 
 def _quiet_mlflow() -> None:

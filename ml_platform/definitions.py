@@ -9,23 +9,37 @@ import warnings
 
 import dagster as dg
 
-from ml_platform.defs.common import AssetBuild, ModelSpec
+from ml_platform.defs.common import AssetBuild, ModelSpec, MonitoringSpec
 from ml_platform.defs.evaluation.assets import build_evaluation_assets
 from ml_platform.defs.features.assets import build_feature_assets
 from ml_platform.defs.ingest.assets import build_raw_assets
+from ml_platform.defs.monitoring.assets import DRIFT, PROFILED, build_monitoring_assets
+from ml_platform.defs.monitoring.performance import NAME as LIVE_PERFORMANCE
+from ml_platform.defs.monitoring.performance import build_performance_assets
+from ml_platform.defs.monitoring.sensors import Clock, build_retrain_sensor, utc_now
+from ml_platform.defs.predictions.assets import NAME as PREDICTIONS
+from ml_platform.defs.predictions.assets import build_prediction_assets
 from ml_platform.defs.publish import BuildInfo
 from ml_platform.defs.registry.assets import build_registry_assets
 from ml_platform.defs.training.assets import build_model_assets
 from ml_platform.defs.validation.assets import build_validated_assets
 from ml_platform.lib.versioning import git_commit
 from ml_platform.partitions import build_partitioning
-from ml_platform.resources import MlflowResource, OptunaResource, RawSourceResource, VersionedStoreResource
+from ml_platform.resources import (
+    MlflowResource,
+    MonitoringResource,
+    OptunaResource,
+    RawSourceResource,
+    VersionedStoreResource,
+)
 from ml_platform.settings import PlatformSettings
 
 DATA_JOB = "daily_data_job"
 DATA_GROUPS = ("ingest", "validation", "features")
 MODEL_JOB = "weekly_model_job"
 MODEL_GROUPS = ("training", "evaluation", "registry")
+MONITORING_JOB = "daily_monitoring_job"
+AUTOMATION_SENSOR = "data_automation_sensor"
 
 
 def model_spec(settings: PlatformSettings) -> ModelSpec:
@@ -51,8 +65,34 @@ def model_spec(settings: PlatformSettings) -> ModelSpec:
     )
 
 
-def build_definitions(settings: PlatformSettings) -> dg.Definitions:
-    """All assets, checks, jobs, resources and the executor for ``settings``."""
+def monitoring_spec(settings: PlatformSettings) -> MonitoringSpec:
+    """How drift is judged and when the retrain sensor acts, from settings."""
+    from ml_platform.lib.monitoring.profiles import ROUTE
+    from ml_platform.lib.training.data import INPUT_COLUMNS
+
+    features = settings.drift_features or [c for c in INPUT_COLUMNS if c != "day_of_week"] + [ROUTE]
+    return MonitoringSpec(
+        drift_features=tuple(features),
+        drift_overrides={
+            feature: {m: None if pair is None else (pair[0], pair[1]) for m, pair in measures.items()}
+            for feature, measures in settings.drift_thresholds.items()
+        },
+        champion_max_age_days=settings.champion_max_age_days,
+        degradation_threshold=settings.degradation_threshold,
+        live_window_days=settings.live_window_days,
+        cooldown_hours=settings.retrain_cooldown_hours,
+        max_retrains_per_day=settings.max_retrains_per_day,
+        sensor_interval_seconds=settings.sensor_interval_seconds,
+        sensors_running=settings.sensors_running,
+    )
+
+
+def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.Definitions:
+    """All assets, checks, jobs, sensors, resources and the executor for ``settings``.
+
+    ``clock`` is the retrain sensor's clock (its cooldown and daily cap); ``mlp replay`` passes a
+    simulated one.
+    """
     # Window mappings over missing upstream partitions and backfill policies are beta in 1.13;
     # we rely on them deliberately (docs/architecture.md), so keep the warnings out of every log.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -66,6 +106,8 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
         # day. Range runs (one layer over many days) are launched by `mlp demo` (ml_platform.demo).
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
         model=model_spec(settings),
+        monitoring=monitoring_spec(settings),
+        automation=dg.AutomationCondition.eager(),
     )
     assets = [
         *build_raw_assets(build),
@@ -74,12 +116,16 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
         *build_model_assets(build),
         *build_evaluation_assets(build),
         *build_registry_assets(build),
+        *build_monitoring_assets(build),
+        *build_prediction_assets(build),
+        *build_performance_assets(build),
     ]
     data_job = dg.define_asset_job(
         DATA_JOB,
-        selection=dg.AssetSelection.groups(*DATA_GROUPS),
+        selection=dg.AssetSelection.groups(*DATA_GROUPS) | dg.AssetSelection.assets(*PROFILED),
         partitions_def=partitioning.daily,
-        description="raw -> validated -> flight_features for one day (the main job of `make demo`).",
+        description="raw -> validated -> flight_features (and their profiles) for one day (the main job"
+        " of `make demo`).",
     )
     model_job = dg.define_asset_job(
         MODEL_JOB,
@@ -87,14 +133,33 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
         partitions_def=partitioning.weekly,
         description="delay_model -> model_evaluation -> model_promotion for one week.",
     )
+    monitoring_job = dg.define_asset_job(
+        MONITORING_JOB,
+        selection=dg.AssetSelection.assets(DRIFT, PREDICTIONS, LIVE_PERFORMANCE),
+        partitions_def=partitioning.daily,
+        description="For one day: drift_report (the day's features against the champion's training"
+        " window), the champion's batch predictions, and its live performance on the day's actuals.",
+    )
+    automation = dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR,
+        target=dg.AssetSelection.groups(*DATA_GROUPS, "monitoring", "predictions"),
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if settings.sensors_running
+        else dg.DefaultSensorStatus.STOPPED,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        description="Declarative automation of the daily graph: a new raw partition flows through"
+        " validation, features, profiles and the drift report by itself (AutomationCondition.eager).",
+    )
     return dg.Definitions(
         assets=assets,
-        jobs=[data_job, model_job],
+        jobs=[data_job, model_job, monitoring_job],
+        sensors=[automation, build_retrain_sensor(build, MODEL_JOB, clock)],
         resources={
             "versioned_store": VersionedStoreResource(delta_root=str(settings.delta_root)),
             "source": RawSourceResource(
                 kind=settings.source,
                 drop_folder=str(settings.drop_folder) if settings.drop_folder else None,
+                inject_shifts=settings.inject_shifts,
             ),
             "mlflow_registry": MlflowResource(
                 tracking_uri=settings.mlflow_tracking_uri or "",
@@ -105,6 +170,11 @@ def build_definitions(settings: PlatformSettings) -> dg.Definitions:
                 audit_table=str(settings.audit_table),
             ),
             "optuna_storage": OptunaResource(storage=settings.optuna_storage or ""),
+            "monitoring": MonitoringResource(
+                metrics_dir=str(settings.metrics_dir),
+                events_table=str(settings.monitoring_events_table),
+                notify=settings.notify,
+            ),
         },
         executor=_executor(settings),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -211,15 +211,19 @@ class WeekOutcome:
     gates_failed: bool = False
 
 
-def run_week(instance: dg.DagsterInstance, job: dg.JobDefinition, week: str) -> WeekOutcome:
+def run_week(
+    instance: dg.DagsterInstance, job: dg.JobDefinition, week: str, tags: Mapping[str, str] | None = None
+) -> WeekOutcome:
     """Train, evaluate and promote one week; summarize what the registry decided.
+
+    ``tags`` go on the run (the retrain sensor's cause and run key, in a replay).
 
     The run's own log stays quiet: a gate rejection (a blocking check failing its step) is
     summarized here, and any other failure comes back as ``error`` with the step's message.
     """
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     result = job.execute_in_process(
-        partition_key=week, instance=instance, run_config=quiet, raise_on_error=False
+        partition_key=week, instance=instance, run_config=quiet, raise_on_error=False, tags=dict(tags or {})
     )
     meta = {
         m.asset_key.to_user_string(): m.metadata

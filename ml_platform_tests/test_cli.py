@@ -66,7 +66,10 @@ def test_demo_trains_evaluates_and_promotes_model_weeks_and_prints_the_champion_
         "max_epochs": "4",
         "gate_metrics": '["roc_auc"]',
     }
-    out = _mlp("demo", "--start", "2013-01-01", "--end", "2013-02-03", root=tmp_path, **small)
+    # the replay after the models has its own test (defs/test_monitoring_graph.py)
+    out = _mlp(
+        "demo", "--start", "2013-01-01", "--end", "2013-02-03", "--replay-days", "0", root=tmp_path, **small
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "weekly_model_job: weeks 2013-01-21, 2013-01-28; 0 up to date, 2 to train" in out.stdout
     assert "week 2013-01-21: ok" in out.stdout
@@ -82,7 +85,9 @@ def test_demo_trains_evaluates_and_promotes_model_weeks_and_prints_the_champion_
     assert context == "training" and int(delta_version) >= 0 and len(data_version) == 64
     assert first.startswith("flight_features[2013-01-")
 
-    again = _mlp("demo", "--start", "2013-01-01", "--end", "2013-02-03", root=tmp_path, **small)
+    again = _mlp(
+        "demo", "--start", "2013-01-01", "--end", "2013-02-03", "--replay-days", "0", root=tmp_path, **small
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert "2 up to date, 0 to train" in again.stdout
 

@@ -17,7 +17,12 @@ from typing import Any, Final, Literal
 import polars as pl
 
 EventKind = Literal[
-    "drift_detected", "retrain_requested", "retrain_suppressed", "retrain_deferred", "alert_failed"
+    "drift_detected",
+    "decay_detected",
+    "retrain_requested",
+    "retrain_suppressed",
+    "retrain_deferred",
+    "alert_failed",
 ]
 _SCHEMA: Final[dict[str, pl.DataType]] = {
     "written_at": pl.Datetime("us", "UTC"),

@@ -169,8 +169,10 @@ def decide(
 class RetrainState:
     """The sensor's cursor: where it stopped reading, recent requests, deferred triggers."""
 
-    #: Storage id of the last drift/live report event read.
+    #: Storage id of the last drift report read.
     after_storage_id: int = 0
+    #: Storage id of the last live performance report read.
+    after_live_storage_id: int = 0
     history: list[RetrainRequest] = field(default_factory=list)
     pending: list[Trigger] = field(default_factory=list)
     #: The last deferral or suppression reported, so a standing condition (a stale champion with
@@ -200,6 +202,7 @@ class RetrainState:
         return json.dumps(
             {
                 "after_storage_id": self.after_storage_id,
+                "after_live_storage_id": self.after_live_storage_id,
                 "history": [
                     {
                         "at": r.at.isoformat(),
@@ -223,6 +226,7 @@ class RetrainState:
         data = json.loads(text)
         return cls(
             after_storage_id=int(data.get("after_storage_id", 0)),
+            after_live_storage_id=int(data.get("after_live_storage_id", 0)),
             history=[
                 RetrainRequest(
                     datetime.fromisoformat(r["at"]), r["partition"], r["run_key"], tuple(r["causes"])
