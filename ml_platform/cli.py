@@ -164,6 +164,18 @@ def _replay(settings: PlatformSettings, instance: Any, first: date, last: date, 
         else:
             console.print(f"  [{colors[entry.severity]}]{entry.day}  {entry.text}[/]")
 
+    import logging
+
+    class AlertLine(logging.Handler):
+        """The log notifier's alerts, one short line each under the timeline entry they belong to."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            title = record.getMessage().split(" | ")[0].removeprefix("ALERT ")
+            console.print(f"  [magenta]            alert sent: {title}[/]")
+
+    notify_log = logging.getLogger("ml_platform.lib.monitoring.notify")
+    notify_log.addHandler(AlertLine())
+    notify_log.propagate = False
     try:
         entries = Replay(shifted, instance, on_entry=show).run(first, last)
     except RuntimeError as exc:

@@ -91,19 +91,33 @@ def model_version_lineage(instance: dg.DagsterInstance, version: str, model_name
     return ChampionModel(version, str(mat.partition), pins)
 
 
+#: delay_model records by version: a version is registered by exactly one materialization.
+_MODEL_RECORDS: dict[tuple[int, str], dg.EventLogRecord] = {}
+
+
 def version_record(instance: dg.DagsterInstance, asset: str, version: str) -> dg.EventLogRecord | None:
     """The newest materialization of ``asset`` whose ``mlflow/model_version`` is ``version``.
 
-    Model assets are weekly, so their history is short; the newest 1000 are searched.
+    Pages back through the asset's materializations, newest first, until it finds one (model
+    assets are weekly, so that is a short walk). A delay_model record never changes once written,
+    so it is remembered for the process (a sensor ticks every minute in the same code server).
     """
-    for record in instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records:  # newest first
-        mat = record.asset_materialization
-        if (
-            mat is not None
-            and str(mat.metadata.get(keys.MLFLOW_MODEL_VERSION, dg.MetadataValue.text("")).value) == version
-        ):
-            return record
-    return None
+    cache_key = (id(instance), version)
+    if asset == MODEL and cache_key in _MODEL_RECORDS:
+        return _MODEL_RECORDS[cache_key]
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(dg.AssetKey(asset), limit=200, cursor=cursor)
+        for record in page.records:
+            mat = record.asset_materialization
+            recorded = mat.metadata.get(keys.MLFLOW_MODEL_VERSION) if mat is not None else None
+            if recorded is not None and str(recorded.value) == version:
+                if asset == MODEL:
+                    _MODEL_RECORDS[cache_key] = record
+                return record
+        if not page.has_more:
+            return None
+        cursor = page.cursor
 
 
 def latest_data_day(instance: dg.DagsterInstance, asset: str = "flight_features") -> date | None:

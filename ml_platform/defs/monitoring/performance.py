@@ -59,10 +59,11 @@ def build_performance_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         description=(
             "Live metrics of the version that predicted the day (flight_delay_predictions joined with"
             " the day's actuals from flight_features), pooled over the last"
-            f" {spec.live_window_days} days that version scored, next to the naive per-route baseline"
-            " on the same rows. Decay is the relative worsening of the model's skill over that baseline"
-            f" since its evaluation, on {', '.join(metrics)}; above {spec.degradation_threshold:.0%} the"
-            " check no_performance_decay fails and the retrain sensor acts."
+            f" {spec.live_window_days} days that version scored (judged once it scored that many),"
+            " next to the naive per-route baseline on the same rows. Decay is the relative worsening"
+            f" of the model's skill over that baseline since its evaluation, on {', '.join(metrics)};"
+            f" above {spec.degradation_threshold:.0%} the check no_performance_decay fails and the"
+            " retrain sensor acts."
         ),
         check_specs=[
             dg.AssetCheckSpec(
@@ -143,7 +144,9 @@ def build_performance_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
             )
         except (EvaluationError, DecayError) as exc:
             raise dg.Failure(f"{where}: {exc}") from exc
-        degraded = [d for d in decays if d.degraded]
+        # a version is judged on a full window: a day or two of flights is too noisy to call decay
+        judged = len(days) >= spec.live_window_days
+        degraded = [d for d in decays if d.degraded] if judged else []
         table = pl.DataFrame([d.to_dict() for d in decays]).with_columns(
             pl.lit(version).alias("model_version"),
             pl.lit(f"{days[0]}..{days[-1]}").alias("pooled_days"),
@@ -160,7 +163,13 @@ def build_performance_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                 written_at=datetime.now(UTC),
             ),
         )
-        summary = "; ".join(d.summary for d in decays)
+        if judged:
+            summary = "; ".join(d.summary for d in decays)
+        else:
+            measured = "; ".join(f"{d.measured} ({d.degradation:+.1%})" for d in decays)
+            summary = (
+                f"not judged yet ({len(days)} of {spec.live_window_days} days by v{version}): {measured}"
+            )
         context.log.info(f"{where}: v{version} over {days[0]}..{days[-1]} ({rows.height} flights): {summary}")
         yield dg.MaterializeResult(
             data_version=dg.DataVersion(written.content_hash),
@@ -173,6 +182,7 @@ def build_performance_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                 keys.STORAGE_FILES: dg.MetadataValue.json(list(written.files)),
                 LIVE_MODEL_VERSION: version,
                 LIVE_DEGRADED: dg.MetadataValue.bool(bool(degraded)),
+                "live/judged": dg.MetadataValue.bool(judged),
                 LIVE_DECAY: dg.MetadataValue.json([d.to_dict() for d in decays]),
                 "live/pooled_days": f"{days[0]}..{days[-1]} ({len(days)} days, {rows.height} flights)",
                 "live/model_metrics": dg.MetadataValue.json(live_model),

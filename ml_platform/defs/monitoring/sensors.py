@@ -23,7 +23,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
-import polars as pl
 from dagster._core.definitions.data_version import CODE_VERSION_TAG
 
 from ml_platform.defs.common import AssetBuild
@@ -319,18 +318,12 @@ def build_retrain_sensor(build: AssetBuild, job_name: str, clock: Clock = utc_no
             MonitoringEvent(now, "alert_failed", a.fields.get("day", ""), "error", f"{a.title}: {err}")
             for a, err in failed
         )
-        journal = monitoring.events()
-        journal.append(events)
+        monitoring.events().append(events)
         if champion is not None and data_day is not None:
-            history = journal.to_frame().filter(pl.col("kind") == "retrain_requested")
-            counts: dict[str, int] = {}
-            for detail in history["detail"]:
-                for cause in json.loads(detail)["causes"]:
-                    counts[cause] = counts.get(cause, 0) + 1
             metrics.write_textfile(
                 monitoring.metrics_path("champion"),
                 metrics.champion_exposition(
-                    champion.version, (data_day - champion.window_end).days, counts, written_at=now
+                    champion.version, (data_day - champion.window_end).days, state.requested, written_at=now
                 ),
             )
         return dg.SensorResult(

@@ -79,10 +79,12 @@ class Decay:
     def summary(self) -> str:
         """``"rmse skill 1.04 vs 0.96 at evaluation (+8.3% > 5%)"``."""
         sign = ">" if self.degraded else "<="
-        return (
-            f"{self.metric} skill {self.live_skill:.3f} vs {self.evaluation_skill:.3f} at evaluation"
-            f" ({self.degradation:+.1%} {sign} {self.threshold:.0%})"
-        )
+        return f"{self.measured} ({self.degradation:+.1%} {sign} {self.threshold:.0%})"
+
+    @property
+    def measured(self) -> str:
+        """The numbers without a verdict: ``"rmse skill 1.04 vs 0.96 at evaluation"``."""
+        return f"{self.metric} skill {self.live_skill:.3f} vs {self.evaluation_skill:.3f} at evaluation"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (metadata, sensor evidence)."""

@@ -161,8 +161,20 @@ def decide(
             target.partition,
         )
     key = run_key(target.partition, found)
-    reason = "; ".join(f"{t.cause} on {t.day}: {t.summary}" for t in found)
-    return RetrainDecision("request", reason, found, target.partition, key)
+    return RetrainDecision("request", explain(found), found, target.partition, key)
+
+
+def explain(triggers: Sequence[Trigger]) -> str:
+    """One clause per cause: its days and its latest evidence (``"drift on 2013-04-10: temp ..."``)."""
+    clauses = []
+    for cause in CAUSES:
+        of_cause = sorted((t for t in triggers if t.cause == cause), key=lambda t: t.day)
+        if not of_cause:
+            continue
+        first, last = of_cause[0], of_cause[-1]
+        days = first.day if first.day == last.day else f"{first.day}..{last.day} ({len(of_cause)} reports)"
+        clauses.append(f"{cause} on {days}: {last.summary}")
+    return "; ".join(clauses)
 
 
 @dataclass
@@ -178,6 +190,8 @@ class RetrainState:
     #: The last deferral or suppression reported, so a standing condition (a stale champion with
     #: no newer week to train) is reported once, not every tick.
     last_note: str = ""
+    #: Requests made since this state began, by cause (the Prometheus counter).
+    requested: dict[str, int] = field(default_factory=dict)
 
     def is_news(self, decision: RetrainDecision, new_evidence: bool) -> bool:
         """Whether ``decision`` should be recorded and alerted (requests and new evidence always are)."""
@@ -190,6 +204,8 @@ class RetrainState:
             assert decision.partition is not None and decision.run_key is not None
             self.history.append(RetrainRequest(now, decision.partition, decision.run_key, decision.causes))
             self.pending = []
+            for cause in decision.causes:
+                self.requested[cause] = self.requested.get(cause, 0) + 1
         elif decision.action == "defer":
             events = [t for t in decision.triggers if t.cause != "freshness"]  # freshness is re-derived
             self.pending = events[-MAX_PENDING:]
@@ -214,6 +230,7 @@ class RetrainState:
                 ],
                 "pending": [t.to_dict() for t in self.pending],
                 "last_note": self.last_note,
+                "requested": self.requested,
             },
             sort_keys=True,
         )
@@ -235,4 +252,5 @@ class RetrainState:
             ],
             pending=[Trigger.from_dict(t) for t in data.get("pending", [])],
             last_note=str(data.get("last_note", "")),
+            requested={str(k): int(v) for k, v in (data.get("requested") or {}).items()},
         )
