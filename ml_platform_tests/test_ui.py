@@ -100,7 +100,11 @@ def test_webserver_shows_groups_partitions_checks_and_lineage(make_settings, tmp
         "training",
         "evaluation",
         "registry",
+        "monitoring",
+        "predictions",
     }
+    drift_checks = nodes["drift_report"]["assetChecksOrError"]["checks"]
+    assert {c["name"]: c["blocking"] for c in drift_checks} == {"no_feature_drift": False}
     gates = nodes["model_evaluation"]["assetChecksOrError"]["checks"]
     assert {c["name"]: c["blocking"] for c in gates} == {
         "beats_naive_baseline": True,
