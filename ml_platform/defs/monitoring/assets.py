@@ -91,33 +91,46 @@ def model_version_lineage(instance: dg.DagsterInstance, version: str, model_name
     return ChampionModel(version, str(mat.partition), pins)
 
 
-#: delay_model records by version: a version is registered by exactly one materialization.
-_MODEL_RECORDS: dict[tuple[int, str], dg.EventLogRecord] = {}
+#: delay_model records by (event storage, version): a version is registered by exactly one
+#: materialization, so a found record never changes.
+_MODEL_RECORDS: dict[tuple[str, str], dg.EventLogRecord] = {}
+_MAX_CACHED = 256
+
+
+def _storage_identity(instance: dg.DagsterInstance) -> str | None:
+    """What names the instance's event storage across instance objects (the daemon makes one per tick)."""
+    try:
+        return repr(instance.get_ref().event_storage_data)
+    except Exception:  # an ephemeral instance has no ref: nothing to cache by
+        return None
 
 
 def version_record(instance: dg.DagsterInstance, asset: str, version: str) -> dg.EventLogRecord | None:
     """The newest materialization of ``asset`` whose ``mlflow/model_version`` is ``version``.
 
-    Pages back through the asset's materializations, newest first, until it finds one (model
-    assets are weekly, so that is a short walk). A delay_model record never changes once written,
-    so it is remembered for the process (a sensor ticks every minute in the same code server).
+    Pages back through the asset's materializations, newest first (a first page of 10: the
+    version asked for is usually recent), until it finds one. A delay_model record never changes
+    once written, so it is remembered per event storage for the process (the sensor ticks every
+    minute in the same code server, with a new instance object each time).
     """
-    cache_key = (id(instance), version)
-    if asset == MODEL and cache_key in _MODEL_RECORDS:
-        return _MODEL_RECORDS[cache_key]
-    cursor = None
+    identity = _storage_identity(instance) if asset == MODEL else None
+    if identity is not None and (identity, version) in _MODEL_RECORDS:
+        return _MODEL_RECORDS[identity, version]
+    cursor, limit = None, 10
     while True:
-        page = instance.fetch_materializations(dg.AssetKey(asset), limit=200, cursor=cursor)
+        page = instance.fetch_materializations(dg.AssetKey(asset), limit=limit, cursor=cursor)
         for record in page.records:
             mat = record.asset_materialization
             recorded = mat.metadata.get(keys.MLFLOW_MODEL_VERSION) if mat is not None else None
             if recorded is not None and str(recorded.value) == version:
-                if asset == MODEL:
-                    _MODEL_RECORDS[cache_key] = record
+                if identity is not None:
+                    if len(_MODEL_RECORDS) >= _MAX_CACHED:
+                        _MODEL_RECORDS.clear()
+                    _MODEL_RECORDS[identity, version] = record
                 return record
         if not page.has_more:
             return None
-        cursor = page.cursor
+        cursor, limit = page.cursor, 200
 
 
 def latest_data_day(instance: dg.DagsterInstance, asset: str = "flight_features") -> date | None:
