@@ -121,6 +121,14 @@ class Replay:
             if self.on_entry:
                 self.on_entry(entry)
         day = max(start, done + timedelta(days=1)) if done else start
+        before = (day - timedelta(days=1)).isoformat()
+        if day <= end and before not in self.instance.get_materialized_partitions(
+            dg.AssetKey("flight_features")
+        ):
+            raise RuntimeError(
+                f"replay from {day}: flight_features[{before}] is not materialized; a replayed day needs"
+                f" the days before it (the trailing aggregates read 28). Run `mlp demo --end {before}` first."
+            )
         if day <= end and self.automation_cursor is None:
             # the daemon's previous tick: "newly missing" is relative to it, so without it the
             # first day's partition would never count as new

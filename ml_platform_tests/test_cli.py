@@ -56,6 +56,20 @@ def test_demo_rejects_a_bad_date_with_a_clear_message(tmp_path):
     assert "--start must be YYYY-MM-DD" in out.stdout + out.stderr
 
 
+def test_replay_without_history_says_what_to_run_first(tmp_path):
+    out = _mlp("replay", "--start", "2013-04-01", "--end", "2013-04-02", root=tmp_path)
+    assert out.returncode == 1
+    text = " ".join((out.stdout + out.stderr).split())
+    assert "flight_features[2013-03-31] is not materialized" in text
+    assert "mlp demo --end 2013-03-31" in text
+
+
+def test_replay_rejects_a_bad_injected_shift(tmp_path):
+    out = _mlp("replay", "--inject", "2013-04-10:temp+15F", root=tmp_path)
+    assert out.returncode != 0
+    assert "unknown spec 'temp+15F'" in " ".join((out.stdout + out.stderr).split())
+
+
 @pytest.mark.slow
 def test_demo_trains_evaluates_and_promotes_model_weeks_and_prints_the_champion_lineage(tmp_path):
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
