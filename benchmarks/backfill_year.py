@@ -54,7 +54,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from common import REPO, code_digest, git, imported_package_dir, log, step_durations
+from common import REPO, code_digest, git, imported_package_dir, loadavg, log, step_durations
 
 MODES = ("range", "plain", "per_partition", "demo")
 DAGSTER_MODES = ("range", "per_partition", "demo")
@@ -311,7 +311,7 @@ def child(args: argparse.Namespace) -> int:
     if mode == "per_partition":
         end = min(end, start + timedelta(days=args.per_partition_days - 1))
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid> dumps every thread's stack
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = loadavg()
     package = imported_package_dir()
     digest_start = code_digest(package)
     profiler = cProfile.Profile() if args.profile else None
@@ -341,7 +341,7 @@ def child(args: argparse.Namespace) -> int:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)
     out["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)  # whole child process, imports included
-    out["loadavg_before"], out["loadavg_after"] = load_before, [round(x, 2) for x in os.getloadavg()]
+    out["loadavg_before"], out["loadavg_after"] = load_before, loadavg()
     (work / f"{mode}.json").write_text(json.dumps(out))
     return 0 if out.get("success") else 1
 

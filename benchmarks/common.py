@@ -1,9 +1,17 @@
-"""Helpers the benchmark scripts share: logging, git, the code digest, step timings."""
+"""Helpers the benchmark scripts share: logging, git, the machine, the code digest, step timings and
+the end of a report."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
+import os
+import platform
+import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +30,20 @@ def git(*argv: str) -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unavailable"
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def imported_package_dir() -> Path:
@@ -61,3 +83,70 @@ def step_durations(instance: Any, run_ids: list[str], wall: float) -> dict[str, 
     out["outside_steps"] = round(wall - sum(steps.values()), 3)
     out["event_records"] = events
     return out
+
+
+def end_of_run(report: dict[str, Any], digest_start: str) -> bool:
+    """Record the load and the code digest at the end; True when ``ml_platform`` changed meanwhile."""
+    report["loadavg_end"] = loadavg()
+    digest_end = code_digest(imported_package_dir())
+    changed = digest_end != digest_start
+    report["code_digest_end"] = digest_end
+    report["code_changed_during_run"] = changed
+    return changed
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """The results JSON (``out``'s folder made if needed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    log(f"results: {out}")
+
+
+def finish_report(
+    report: dict[str, Any],
+    digest_start: str,
+    out: Path,
+    summary: Callable[[dict[str, Any]], str],
+    *,
+    changed_warning: str = "WARNING: ml_platform changed during the run",
+    remove: Path | None = None,
+) -> Path:
+    """The end of a benchmark's ``main``: the end-of-run load and code digest (warning when the code
+    changed), the summary (logged and stored), the results JSON, and ``remove`` (the workdir) deleted."""
+    if end_of_run(report, digest_start):
+        log(changed_warning)
+    report["summary"] = summary(report)
+    log("\n" + report["summary"])
+    write_report(report, out)
+    if remove is not None:
+        shutil.rmtree(remove, ignore_errors=True)
+    return out
+
+
+class Phases:
+    """Seconds spent in wrapped functions, by phase name (and each one's calls and last result)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.returned: dict[str, Any] = {}
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn``, timed under ``name``."""
+
+        @functools.wraps(fn)
+        def timed(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                result = fn(*a, **kw)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+                self.calls[name] = self.calls.get(name, 0) + 1
+            self.returned[name] = result
+            return result
+
+        return timed
+
+    def rounded(self) -> dict[str, float]:
+        """Seconds per phase, to the millisecond."""
+        return {k: round(v, 3) for k, v in self.seconds.items()}

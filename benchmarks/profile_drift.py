@@ -66,7 +66,17 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from common import REPO, code_digest, git, imported_package_dir, log
+from common import (
+    REPO,
+    code_digest,
+    cpu_model,
+    end_of_run,
+    git,
+    imported_package_dir,
+    loadavg,
+    log,
+    write_report,
+)
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "1")  # no usage-stats thread posting to whylogs.com
 
@@ -82,20 +92,6 @@ DEFAULT_EVIDENTLY_PYTHON = "/tmp/evvenv/bin/python"
 # --------------------------------------------------------------------------------------------------
 # Helpers: machine, timings
 # --------------------------------------------------------------------------------------------------
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def package_version(name: str) -> str | None:
@@ -819,9 +815,7 @@ def main() -> int:
         log(f"evidently: {json.dumps({k: v for k, v in report['evidently'].items() if k != 'metrics'})}")
 
     report["ratios"] = ratios(report)
-    report["loadavg_end"] = loadavg()
-    report["code_digest_end"] = code_digest(imported_package_dir())
-    report["code_changed_during_run"] = report["code_digest_end"] != digest_start
+    end_of_run(report, digest_start)
     # the library under test is imported once, at the first call: what matters is whether the
     # monitoring package changed before that (others edit the rest of the tree meanwhile)
     report["monitoring_code_digest_end"] = code_digest(monitoring_dir)
@@ -844,9 +838,7 @@ def main() -> int:
     report["summary"] = table(report)
     log("\n" + report["summary"])
     out = Path(args.out or REPO / "benchmarks" / "results" / f"profile_drift-{report['date']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    log(f"results: {out}")
+    write_report(report, out)
     return 0
 
 

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import platform
@@ -68,13 +67,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from common import REPO, code_digest, git, imported_package_dir, log, step_durations
+from common import (
+    REPO,
+    Phases,
+    code_digest,
+    cpu_model,
+    finish_report,
+    git,
+    imported_package_dir,
+    loadavg,
+    log,
+    step_durations,
+)
 
 MODES = ("throughput", "hpo", "overhead")
 FEATURES = "flight_features"
@@ -87,16 +97,6 @@ def median(values: list[float]) -> float | None:
 
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def environment(device: str, snapshot: bool) -> dict[str, Any]:
@@ -127,10 +127,6 @@ def environment(device: str, snapshot: bool) -> dict[str, Any]:
         "device_resolved": str(resolve_device(device)),  # type: ignore[arg-type]
         **{p: version(p) for p in packages},
     }
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 @contextlib.contextmanager
@@ -259,29 +255,6 @@ def create_mlflow_db(uri: str, experiment: str, artifact_root: str | None) -> fl
 # --------------------------------------------------------------------------------------------------
 # Phase timers: wrap library functions for the duration of one run
 # --------------------------------------------------------------------------------------------------
-
-
-class Phases:
-    """Seconds spent in wrapped functions, by phase name."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.calls: dict[str, int] = {}
-
-    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def timed(*a: Any, **kw: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-                self.calls[name] = self.calls.get(name, 0) + 1
-
-        return timed
-
-    def rounded(self) -> dict[str, float]:
-        return {k: round(v, 3) for k, v in self.seconds.items()}
 
 
 @contextlib.contextmanager
@@ -921,19 +894,14 @@ def main() -> int:
         report["hpo"] = run_hpo(data, args, work)
     if "overhead" in modes:
         report["overhead"] = run_overhead(template, args, work)
-    report["loadavg_end"] = loadavg()
-    report["code_digest_end"] = code_digest(imported_package_dir())
-    report["code_changed_during_run"] = report["code_digest_end"] != digest_start
-    if report["code_changed_during_run"]:
-        log("WARNING: ml_platform changed during the run (DDP workers import it afresh)")
-    report["summary"] = summary_text(report)
-    log("\n" + report["summary"])
-    out = Path(args.out or REPO / "benchmarks" / "results" / f"train_{report['date']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    log(f"results: {out}")
-    if not args.workdir and not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+    finish_report(
+        report,
+        digest_start,
+        Path(args.out or REPO / "benchmarks" / "results" / f"train_{report['date']}.json"),
+        summary_text,
+        changed_warning="WARNING: ml_platform changed during the run (DDP workers import it afresh)",
+        remove=None if args.workdir or args.keep else work,
+    )
     return 0
 
 
