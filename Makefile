@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift clean-data
+.PHONY: install demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor clean-data
 
 # torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
 # pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
@@ -47,6 +47,9 @@ bench: install  ## full-year backfill benchmark; results go to docs/benchmarks.m
 
 bench-drift: install  ## profiling + drift scoring, 1M rows x 10 columns, vs plain why.log
 	$(BIN)/python benchmarks/profile_drift.py
+
+bench-sensor: install  ## retrain-sensor tick cost as the monitoring history grows (synthetic history)
+	$(BIN)/python benchmarks/sensor_tick.py --snapshot
 
 bench-train: install  ## training throughput, HPO trials/min, Dagster+MLflow overhead (builds its own instance)
 	$(BIN)/python benchmarks/train_throughput.py
