@@ -3,7 +3,7 @@
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import dagster as dg
@@ -16,7 +16,6 @@ from ml_platform.defs.publish import (
     PartitionResult,
     RecordedVersions,
     describe,
-    latest_materializations,
     partition_metadata,
     read_pinned,
 )
@@ -401,13 +400,3 @@ def _png_markdown(png: bytes, alt: str) -> str:
     from ml_platform.lib.evaluation.plots import png_markdown
 
     return png_markdown(png, alt)
-
-
-def drift_reports(instance: dg.DagsterInstance, partitions: list[str]) -> dict[str, dg.EventLogRecord]:
-    """The latest drift_report materialization of each of ``partitions``."""
-    return latest_materializations(instance, dg.AssetKey(DRIFT), partitions)
-
-
-def day_after(day: str) -> str:
-    """The partition key of the next day."""
-    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
