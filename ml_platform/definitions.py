@@ -183,7 +183,34 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
 def _executor(settings: PlatformSettings) -> dg.ExecutorDefinition:
     if settings.executor == "in_process":
         return dg.in_process_executor
+    if settings.executor == "k8s":
+        return k8s_executor(settings)
     return dg.multiprocess_executor.configured({"max_concurrent": settings.max_concurrent})
+
+
+def k8s_executor(settings: PlatformSettings) -> dg.ExecutorDefinition:
+    """dagster-k8s's ``k8s_job_executor``: one Kubernetes Job per step.
+
+    Each step's pod resources, GPU toleration and node selector, and its ``ml-platform/asset`` and
+    ``ml-platform/model`` labels come from the asset's ``dagster-k8s/config`` op tags
+    (:mod:`ml_platform.defs.k8s`); the team label is set here for every step. Imported lazily:
+    dagster_k8s pulls in the kubernetes client, which loading the Definitions must not pay for.
+    """
+    from dagster_k8s import k8s_job_executor
+
+    from ml_platform.defs.k8s import TEAM_LABEL, label_value
+
+    return k8s_job_executor.configured(
+        {
+            "job_namespace": settings.k8s_namespace,
+            "job_image": settings.k8s_image,
+            "service_account_name": settings.k8s_service_account,
+            "env_secrets": list(settings.k8s_env_secrets),
+            "labels": {TEAM_LABEL: label_value(settings.cost_team)},
+            "max_concurrent": settings.max_concurrent,
+        },
+        name="k8s",
+    )
 
 
 @dg.definitions

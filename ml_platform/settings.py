@@ -48,10 +48,28 @@ class PlatformSettings(BaseSettings):
         le=1.0,
         description="A validated partition fails when more than this share of its rows is quarantined.",
     )
-    executor: Literal["in_process", "multiprocess"] = Field(
-        "multiprocess", description="Executor of the local environment."
+    executor: Literal["in_process", "multiprocess", "k8s"] = Field(
+        "multiprocess",
+        description="Executor of every run: in_process, multiprocess (local), or k8s (dagster-k8s's"
+        " k8s_job_executor: one Kubernetes Job per step, sized by the assets' op tags).",
     )
-    max_concurrent: int = Field(2, ge=1, description="Worker processes of the multiprocess executor.")
+    max_concurrent: int = Field(
+        2, ge=1, description="Worker processes (multiprocess) or step pods at once per run (k8s)."
+    )
+    k8s_namespace: str = Field("ml-platform", description="k8s executor: namespace of the step Jobs.")
+    k8s_image: str = Field(
+        "ml-platform:latest", description="k8s executor: the user-code image the step pods run."
+    )
+    k8s_service_account: str = Field(
+        "ml-platform", description="k8s executor: service account of the step pods."
+    )
+    k8s_env_secrets: list[str] = Field(
+        default_factory=lambda: ["ml-platform-env"],
+        description="k8s executor: Secrets whose keys become the step pods' environment (JSON list).",
+    )
+    cost_team: str = Field(
+        "ml-platform", description="The ml-platform/team label of every step pod (cost split)."
+    )
     git_commit: str | None = Field(
         None, description="Git commit to record in lineage; default: read from the checkout."
     )

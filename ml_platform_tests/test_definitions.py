@@ -125,7 +125,7 @@ def test_loading_definitions_does_not_import_heavy_libraries(tmp_path):
         "import sys, json\n"
         "import ml_platform.definitions as d\n"
         "d.defs()\n"
-        "heavy = ('torch', 'bentoml', 'whylogs', 'mlflow', 'optuna')\n"
+        "heavy = ('torch', 'bentoml', 'whylogs', 'mlflow', 'optuna', 'dagster_k8s', 'kubernetes')\n"
         "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
     )
     out = _python(code, {"MLP_ROOT_DIR": str(tmp_path)})
@@ -166,6 +166,7 @@ def test_training_declares_its_resources_for_the_kubernetes_executor(make_settin
     if gpus:
         assert resources.limits["nvidia.com/gpu"] == "2"
         assert config.pod_spec_config["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert config.pod_spec_config["node_selector"] == {"nvidia.com/gpu.present": "true"}
     else:
         assert "nvidia.com/gpu" not in resources.limits and not config.pod_spec_config
 

@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 
 from ml_platform.defs.common import AssetBuild
+from ml_platform.defs.k8s import DELAY_MODEL, k8s_tags
 from ml_platform.defs.publish import RecordedVersions, latest_materializations, read_pinned
 from ml_platform.lib import metadata as keys
 from ml_platform.lib.evaluation import gates as gate_names
@@ -48,6 +49,7 @@ def build_evaluation_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         name=NAME,
         group_name="evaluation",
         kinds={"torch", "mlflow"},
+        op_tags=k8s_tags(NAME, "medium", model=DELAY_MODEL),
         deps=[MODEL, dg.AssetDep(FEATURES, partition_mapping=parts.holdout_window)],
         partitions_def=parts.weekly,
         code_version=code_version_of_names(*EVALUATION_MODULES),

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from ml_platform.defs.common import AssetBuild
+from ml_platform.defs.k8s import k8s_tags
 from ml_platform.defs.publish import (
     AssetEvent,
     PartitionReporter,
@@ -43,6 +44,7 @@ def build_feature_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         name=NAME,
         group_name="features",
         kinds={"polars", "delta"},
+        op_tags=k8s_tags(NAME, "medium"),
         deps=[
             dg.AssetDep(FLIGHTS, partition_mapping=parts.flights_window),
             dg.AssetDep(WEATHER, partition_mapping=parts.weather_window),

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 import dagster as dg
 
 from ml_platform.defs.common import AssetBuild
+from ml_platform.defs.k8s import k8s_tags
 from ml_platform.defs.publish import (
     AssetEvent,
     PartitionReporter,
@@ -43,6 +44,7 @@ def _raw_asset(dataset: Dataset, build: AssetBuild, code_version: str) -> dg.Ass
         group_name="ingest",
         kinds={"polars", "delta"},
         partitions_def=build.partitioning.daily,
+        op_tags=k8s_tags(name, "small"),
         backfill_policy=build.backfill_policy,
         output_required=False,  # a range run reports per-partition events instead (PartitionReporter)
         code_version=code_version,

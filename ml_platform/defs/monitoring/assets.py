@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 
 from ml_platform.defs.common import AssetBuild
+from ml_platform.defs.k8s import DELAY_MODEL, k8s_tags
 from ml_platform.defs.publish import (
     AssetEvent,
     PartitionReporter,
@@ -152,6 +153,7 @@ def _profile_asset(name: str, source: str, build: AssetBuild) -> dg.AssetsDefini
         group_name="monitoring",
         kinds={"whylogs", "delta"},
         deps=[source],
+        op_tags=k8s_tags(name, "small"),
         partitions_def=parts.daily,
         backfill_policy=build.backfill_policy,
         output_required=False,  # a range run reports per-partition events (PartitionReporter)
@@ -268,6 +270,7 @@ def _drift_asset(build: AssetBuild) -> dg.AssetsDefinition:
         group_name="monitoring",
         kinds={"whylogs", "delta"},
         deps=[FEATURE_PROFILES],
+        op_tags=k8s_tags(DRIFT, "medium", model=DELAY_MODEL),
         partitions_def=parts.daily,
         output_required=False,  # no champion yet: nothing to compare against, nothing published
         code_version=code_version_of_names(*DRIFT_MODULES),

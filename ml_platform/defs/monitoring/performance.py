@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from ml_platform.defs.common import AssetBuild
+from ml_platform.defs.k8s import DELAY_MODEL, k8s_tags
 from ml_platform.defs.monitoring.assets import model_version_lineage, version_record
 from ml_platform.defs.predictions.assets import NAME as PREDICTIONS
 from ml_platform.defs.publish import RecordedVersions, read_pinned
@@ -49,6 +50,7 @@ def build_performance_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         name=NAME,
         group_name="monitoring",
         kinds={"delta"},
+        op_tags=k8s_tags(NAME, "small", model=DELAY_MODEL),
         deps=[PREDICTIONS, FEATURES],
         partitions_def=parts.daily,
         output_required=False,  # no predictions for the day: nothing to judge

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from ml_platform.defs.common import AssetBuild
+from ml_platform.defs.k8s import DELAY_MODEL, k8s_tags
 from ml_platform.defs.monitoring.assets import find_champion
 from ml_platform.defs.publish import RecordedVersions, describe, partition_metadata, read_pinned
 from ml_platform.lib import metadata as keys
@@ -43,6 +44,7 @@ def build_prediction_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         name=NAME,
         group_name="predictions",
         kinds={"torch", "mlflow", "delta"},
+        op_tags=k8s_tags(NAME, "medium", model=DELAY_MODEL),
         deps=[FEATURES],
         partitions_def=parts.daily,
         output_required=False,  # no champion yet: nothing to score with, nothing published

@@ -5,6 +5,7 @@ import dagster as dg
 from ml_platform.defs.common import AssetBuild
 from ml_platform.defs.evaluation.assets import NAME as EVALUATION
 from ml_platform.defs.evaluation.assets import recorded_model
+from ml_platform.defs.k8s import DELAY_MODEL, k8s_tags
 from ml_platform.defs.publish import latest_materializations
 from ml_platform.lib import metadata as keys
 from ml_platform.lib.versioning import code_version_of_names
@@ -21,6 +22,7 @@ def build_registry_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         name=NAME,
         group_name="registry",
         kinds={"mlflow"},
+        op_tags=k8s_tags(NAME, "small", model=DELAY_MODEL),
         deps=[EVALUATION],
         partitions_def=build.partitioning.weekly,
         code_version=code_version_of_names(

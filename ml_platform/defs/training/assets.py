@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 
 from ml_platform.defs.common import AssetBuild
+from ml_platform.defs.k8s import resource_tags
 from ml_platform.defs.publish import RecordedVersions, read_pinned
 from ml_platform.lib import metadata as keys
 from ml_platform.lib.storage import PARTITION_COLUMN
@@ -26,26 +27,6 @@ TRAINING_MODULES = (
     "ml_platform.lib.training.tracking",
     "ml_platform.lib.features.transforms",
 )
-
-
-def resource_tags(gpus: int) -> dict[str, Any]:
-    """Op tags declaring what a training step needs; the Kubernetes executor turns them into a pod spec.
-
-    ``dagster-k8s/config`` is read by dagster-k8s's ``k8s_job_executor`` (wired in the production
-    issue); ``ml_platform/accelerator`` lets the UI and run queues tell GPU steps apart.
-    """
-    limits: dict[str, str] = {"cpu": "4", "memory": "8Gi"}
-    pod_spec: dict[str, Any] = {}
-    if gpus:
-        limits["nvidia.com/gpu"] = str(gpus)
-        pod_spec = {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}
-    return {
-        "ml_platform/accelerator": "gpu" if gpus else "cpu",
-        "dagster-k8s/config": {
-            "container_config": {"resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": limits}},
-            **({"pod_spec_config": pod_spec} if pod_spec else {}),
-        },
-    }
 
 
 def build_model_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:

@@ -9,6 +9,7 @@ import polars as pl
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from ml_platform.defs.common import AssetBuild
+from ml_platform.defs.k8s import k8s_tags
 from ml_platform.defs.publish import (
     AssetEvent,
     PartitionReporter,
@@ -60,6 +61,7 @@ def _validated_asset(
         name=name,
         group_name="validation",
         kinds={"polars", "delta", "pandera"},
+        op_tags=k8s_tags(name, "small"),
         deps=[upstream],
         partitions_def=build.partitioning.daily,
         backfill_policy=build.backfill_policy,
