@@ -132,6 +132,9 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
         selection=dg.AssetSelection.groups(*MODEL_GROUPS),
         partitions_def=partitioning.weekly,
         description="delay_model -> model_evaluation -> model_promotion for one week.",
+        # a run tag (every run of the job carries it, whoever launched it), so the production
+        # instance's run-level limit of one GPU run at a time applies (deploy/dagster)
+        tags={"ml_platform/accelerator": "gpu" if settings.training_gpus else "cpu"},
     )
     monitoring_job = dg.define_asset_job(
         MONITORING_JOB,

@@ -193,3 +193,11 @@ def test_k8s_tags_are_plain_data_with_valid_label_values():
     assert all(_LABEL_VALUE.match(v) and len(v) <= 63 for v in labels.values()), labels
     assert labels[MODEL_LABEL] == "delay-model"
     assert tags["ml_platform/accelerator"] == "cpu"
+
+
+def test_gpu_model_runs_carry_the_run_tag_the_instance_limits(make_settings):
+    """deploy/dagster allows one run tagged ml_platform/accelerator=gpu at a time: it must be a run tag."""
+    gpu = build_definitions(make_settings(training_gpus=1)).resolve_job_def(MODEL_JOB)
+    cpu = build_definitions(make_settings()).resolve_job_def(MODEL_JOB)
+    assert gpu.tags["ml_platform/accelerator"] == "gpu"
+    assert cpu.tags["ml_platform/accelerator"] == "cpu"
