@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor clean-data
+.PHONY: install demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor clean-data audit
 
 # torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
 # pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
@@ -56,3 +56,10 @@ bench-train: install  ## training throughput, HPO trials/min, Dagster+MLflow ove
 
 clean-data:  ## forget the embedded instance and store (the demo starts from scratch)
 	rm -rf .dagster storage
+
+# Not part of `make test`: it needs the network and the advisory data changes daily (docs/security.md).
+# pip-audit lives in its own venv so the project's resolved set stays untouched. --strict: a package
+# the service cannot look up fails the run instead of being skipped as "No known vulnerabilities".
+audit:  ## pip-audit over constraints.txt; exits non-zero on any finding or unauditable pin
+	@test -x .venv-audit/bin/pip-audit || { $(PYTHON) -m venv .venv-audit && .venv-audit/bin/python -m pip install -q pip-audit==2.10.1; }
+	.venv-audit/bin/pip-audit -r constraints.txt --no-deps --disable-pip --strict --format json $(AUDIT_ARGS)
