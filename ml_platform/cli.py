@@ -422,8 +422,20 @@ def mlflow_ui(
         "-p",
         str(port),
     ]
-    console.print(f"$ {' '.join(args)}")
+    shown = [_redacted(a) if a == str(settings.mlflow_tracking_uri) else a for a in args]
+    console.print(f"$ {' '.join(shown)}")
     os.execv(args[0], args)
+
+
+def _redacted(uri: str) -> str:
+    """A database URI without its password (for the console)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(uri).render_as_string(hide_password=True)
+    except ArgumentError:
+        return uri
 
 
 @app.command()

@@ -5,6 +5,7 @@ Settings are read when Dagster (or a test, or the CLI) calls :func:`defs`, never
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import dagster as dg
@@ -165,22 +166,45 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
                 inject_shifts=settings.inject_shifts,
             ),
             "mlflow_registry": MlflowResource(
-                tracking_uri=settings.mlflow_tracking_uri or "",
+                tracking_uri=_env_var_if_set("MLP_MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri or ""),
                 experiment=settings.mlflow_experiment,
                 artifact_root=settings.mlflow_artifact_root,
                 ui_url=settings.mlflow_ui_url,
                 model_name=settings.registered_model,
                 audit_table=str(settings.audit_table),
             ),
-            "optuna_storage": OptunaResource(storage=settings.optuna_storage or ""),
+            "optuna_storage": OptunaResource(
+                storage=_env_var_if_set("MLP_OPTUNA_STORAGE", settings.optuna_storage or "")
+            ),
             "monitoring": MonitoringResource(
                 metrics_dir=str(settings.metrics_dir),
                 events_table=str(settings.monitoring_events_table),
-                notify=settings.notify,
+                notify=_notify_targets(settings),
             ),
         },
         executor=_executor(settings),
     )
+
+
+def _env_var_if_set(name: str, value: str) -> str:
+    """``dg.EnvVar(name)`` where ``value`` came from that variable, else ``value``.
+
+    Resource config values are stored in every run's job snapshot (and shown in the UI); a URL
+    with a password must go there as the name of its variable, resolved when the step runs.
+    """
+    return dg.EnvVar(name) if value and os.environ.get(name) == value else value
+
+
+def _notify_targets(settings: PlatformSettings) -> str:
+    """The alert targets as JSON; ``dg.EnvVar("MLP_NOTIFY")`` when they came from it (webhook tokens)."""
+    import json
+
+    raw = os.environ.get("MLP_NOTIFY")
+    try:
+        from_env = raw is not None and json.loads(raw) == settings.notify
+    except ValueError:
+        from_env = False
+    return dg.EnvVar("MLP_NOTIFY") if from_env else json.dumps(settings.notify)
 
 
 def _executor(settings: PlatformSettings) -> dg.ExecutorDefinition:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -16,14 +17,21 @@ class MonitoringResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     metrics_dir: str = Field(description="Prometheus textfile-collector folder.")
     events_table: str = Field(description="Delta table of drift detections, retrain decisions and alerts.")
-    notify: list[str] = Field(default_factory=lambda: ["log"], description='"log" and/or "webhook:<url>".')
+    notify: str = Field(
+        '["log"]',
+        description='Alert targets as a JSON list: "log" and/or "webhook:<url>". A webhook URL holds a'
+        " secret token, so production passes it as EnvVar('MLP_NOTIFY'), never as a literal.",
+    )
     dagster_ui_url: str = Field("http://127.0.0.1:3000", description="Dagster UI base URL for alert links.")
 
     def notifier(self) -> Notifier:
         """The configured notifier (a fan-out for several targets)."""
         try:
-            return build_notifier(self.notify)
-        except ValueError as exc:
+            targets = json.loads(self.notify)
+            if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+                raise ValueError("expected a JSON list of strings")
+            return build_notifier(targets)
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
             raise dg.Failure(f"MLP_NOTIFY: {exc}") from exc
 
     def events(self) -> MonitoringEvents:
