@@ -40,6 +40,9 @@ DATA_GROUPS = ("ingest", "validation", "features")
 MODEL_JOB = "weekly_model_job"
 MODEL_GROUPS = ("training", "evaluation", "registry")
 MONITORING_JOB = "daily_monitoring_job"
+#: Run retries are for runs whose worker died. A failed step (a rejected gate, a quarantine above
+#: the threshold) is a decision: retrying would only repeat it (and register another model version).
+NO_RETRY_ON_FAILURE = {"dagster/retry_on_asset_or_op_failure": "false"}
 AUTOMATION_SENSOR = "data_automation_sensor"
 
 
@@ -124,6 +127,7 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
     data_job = dg.define_asset_job(
         DATA_JOB,
         selection=dg.AssetSelection.groups(*DATA_GROUPS) | dg.AssetSelection.assets(*PROFILED),
+        tags=NO_RETRY_ON_FAILURE,
         partitions_def=partitioning.daily,
         description="raw -> validated -> flight_features (and their profiles) for one day (the main job"
         " of `make demo`).",
@@ -135,11 +139,12 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
         description="delay_model -> model_evaluation -> model_promotion for one week.",
         # a run tag (every run of the job carries it, whoever launched it), so the production
         # instance's run-level limit of one GPU run at a time applies (deploy/dagster)
-        tags={"ml_platform/accelerator": "gpu" if settings.training_gpus else "cpu"},
+        tags={"ml_platform/accelerator": "gpu" if settings.training_gpus else "cpu", **NO_RETRY_ON_FAILURE},
     )
     monitoring_job = dg.define_asset_job(
         MONITORING_JOB,
         selection=dg.AssetSelection.assets(DRIFT, PREDICTIONS, LIVE_PERFORMANCE),
+        tags=NO_RETRY_ON_FAILURE,
         partitions_def=partitioning.daily,
         description="For one day: drift_report (the day's features against the champion's training"
         " window), the champion's batch predictions, and its live performance on the day's actuals.",

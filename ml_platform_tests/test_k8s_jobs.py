@@ -201,3 +201,10 @@ def test_gpu_model_runs_carry_the_run_tag_the_instance_limits(make_settings):
     cpu = build_definitions(make_settings()).resolve_job_def(MODEL_JOB)
     assert gpu.tags["ml_platform/accelerator"] == "gpu"
     assert cpu.tags["ml_platform/accelerator"] == "cpu"
+
+
+def test_no_job_retries_a_failed_step(make_settings):
+    """A run whose worker died is retried; a failed gate or quarantine is a decision, not retried."""
+    defs = build_definitions(make_settings())
+    for name in (DATA_JOB, MODEL_JOB, MONITORING_JOB):
+        assert defs.resolve_job_def(name).tags["dagster/retry_on_asset_or_op_failure"] == "false", name
