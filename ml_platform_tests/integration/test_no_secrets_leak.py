@@ -33,6 +33,8 @@ from urllib.parse import quote, quote_plus
 import dagster as dg
 import pytest
 
+from ml_platform_tests.integration.postgres import throwaway_databases
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,27 +130,10 @@ class Receiver:
 @pytest.fixture
 def databases() -> Iterator[dict[str, str]]:
     """Two throwaway databases (MLflow, Optuna); yields their URLs with the secret passwords."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    host, port, user = os.environ.get("MLP_TEST_POSTGRES", "127.0.0.1:5432:postgres").split(":")
-    try:
-        admin = psycopg2.connect(host=host, port=int(port), user=user, dbname="postgres", connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {host}:{port} as {user} ({exc}); set MLP_TEST_POSTGRES")
-    admin.autocommit = True
-    names = {kind: f"mlp_secret_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("mlflow", "optuna")}
-    with admin.cursor() as cur:
-        for name in names.values():
-            cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield {
-            kind: f"postgresql+psycopg2://{user}:{SECRETS[f'{kind} db password']}@{host}:{port}/{name}"
-            for kind, name in names.items()
-        } | {f"{kind}_db": name for kind, name in names.items()}
-    finally:
-        with admin.cursor() as cur:
-            for name in names.values():
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with throwaway_databases("mlflow", "optuna", prefix="mlp_secret") as (pg, names):
+        yield {kind: pg.url(name, SECRETS[f"{kind} db password"]) for kind, name in names.items()} | {
+            f"{kind}_db": name for kind, name in names.items()
+        }
 
 
 @pytest.fixture

@@ -7,41 +7,22 @@ server the tests are skipped with the reason.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ml_platform_tests.integration.postgres import throwaway_databases
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _server() -> tuple[str, int, str]:
-    host, port, user = os.environ.get("MLP_TEST_POSTGRES", "127.0.0.1:5432:postgres").split(":")
-    return host, int(port), user
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
     """A fresh database; yields its SQLAlchemy URL and drops it afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    host, port, user = _server()
-    try:
-        admin = psycopg2.connect(host=host, port=port, user=user, dbname="postgres", connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {host}:{port} as {user} ({exc}); set MLP_TEST_POSTGRES")
-    admin.autocommit = True
-    name = f"mlp_test_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg2://{user}@{host}:{port}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with throwaway_databases("stores") as (pg, names):
+        yield pg.url(names["stores"])
 
 
 def _tiny_data(seed: int, rows: int = 600):  # type: ignore[no-untyped-def]

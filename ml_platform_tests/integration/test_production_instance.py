@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
@@ -35,6 +34,7 @@ from ml_platform.lib import metadata as keys
 from ml_platform.lib.storage.delta import PARTITION_COLUMN, DeltaPartitionStore, PartitionVersion
 from ml_platform.settings import PlatformSettings
 from ml_platform_tests.conftest import QUIET
+from ml_platform_tests.integration.postgres import throwaway_databases
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,39 +66,20 @@ print(json.dumps([o.__dict__ for o in outcomes]))
 """
 
 
-def _server() -> tuple[str, int, str]:
-    host, port, user = os.environ.get("MLP_TEST_POSTGRES", "127.0.0.1:5432:postgres").split(":")
-    return host, int(port), user
-
-
 @pytest.fixture
 def pg_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """A fresh database, as the DAGSTER_PG_* variables of the production file; dropped afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    host, port, user = _server()
-    try:
-        admin = psycopg2.connect(host=host, port=port, user=user, dbname="postgres", connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {host}:{port} as {user} ({exc}); set MLP_TEST_POSTGRES")
-    admin.autocommit = True
-    name = f"mlp_test_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    env = {
-        "DAGSTER_PG_USERNAME": user,
-        "DAGSTER_PG_PASSWORD": os.environ.get("PGPASSWORD", ""),
-        "DAGSTER_PG_HOST": host,
-        "DAGSTER_PG_DB": name,
-        "DAGSTER_PG_PORT": str(port),
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    try:
+    with throwaway_databases("instance") as (pg, names):
+        env = {
+            "DAGSTER_PG_USERNAME": pg.user,
+            "DAGSTER_PG_PASSWORD": os.environ.get("PGPASSWORD", ""),
+            "DAGSTER_PG_HOST": pg.host,
+            "DAGSTER_PG_DB": names["instance"],
+            "DAGSTER_PG_PORT": str(pg.port),
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
         yield env
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture
