@@ -197,6 +197,7 @@ class Replay:
     def _drift_entry(self, day: date) -> None:
         from ml_platform.defs.monitoring.assets import DRIFT, DRIFT_ERRORS, DRIFT_SEVERITY, DRIFT_WARNINGS
         from ml_platform.defs.publish import latest_materializations
+        from ml_platform.lib.monitoring.drift import describe
 
         partition = day.isoformat()
         record = latest_materializations(self.instance, dg.AssetKey(DRIFT), [partition]).get(partition)
@@ -209,7 +210,7 @@ class Replay:
         if severity == "ok":
             text = "data in; drift_report ok (every judged feature under its warn threshold)"
         else:
-            shown = ", ".join(_feature_text(f) for f in flagged[:4])
+            shown = ", ".join(describe(f) for f in flagged[:4])
             text = f"drift_report {severity.upper()}: {shown}" + (
                 f" (+{len(flagged) - 4} more)" if len(flagged) > 4 else ""
             )
@@ -293,14 +294,3 @@ class Replay:
                     verdict,
                 )
             )
-
-
-def _feature_text(feature: dict[str, Any]) -> str:
-    parts = []
-    for measure, threshold in feature["thresholds"].items():
-        if threshold is None:
-            continue
-        score = feature["scores"][measure]
-        if score >= threshold["warn"]:
-            parts.append(f"{measure} {score:.3g} (warn {threshold['warn']:g}, error {threshold['error']:g})")
-    return f"{feature['feature']} " + ", ".join(parts)

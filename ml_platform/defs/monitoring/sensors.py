@@ -19,6 +19,7 @@ Alerts go out in the tick that sees the evidence, so within one sensor interval 
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -58,6 +59,36 @@ _ACTIVE = [
 ]
 
 Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A report the sensor alerts on and records: drift at warn or error, or live decay."""
+
+    #: The events-table kind: ``drift_detected`` or ``decay_detected``.
+    event: str
+    asset: str
+    day: str
+    #: ``warn`` or ``error``.
+    severity: str
+    title: str
+    summary: str
+    model_version: str
+    detail: dict[str, Any]
+
+    def alert(self, now: datetime, monitoring: MonitoringResource) -> Any:
+        """The alert of this finding."""
+        from ml_platform.lib.monitoring.notify import Alert
+
+        return Alert(
+            title=self.title,
+            severity="error" if self.severity == "error" else "warning",
+            text=self.summary,
+            fields={"asset": self.asset, "day": self.day, "model": f"v{self.model_version}"},
+            occurred_at=now,
+            dedupe_key=f"{self.event}:{self.day}:{self.severity}:v{self.model_version}",
+            link=monitoring.asset_url(self.asset),
+        )
 
 
 def utc_now() -> datetime:
@@ -114,17 +145,14 @@ def current_target(
     return Target(week, False)
 
 
-def _drift_triggers(instance: dg.DagsterInstance, after: int) -> tuple[list[Any], list[dict[str, Any]], int]:
+def _drift_triggers(instance: dg.DagsterInstance, after: int) -> tuple[list[Any], list[Finding], int]:
     """Error-severity drift reports since ``after`` as triggers, every non-ok report as a finding."""
+    from ml_platform.lib.monitoring.drift import describe
     from ml_platform.lib.monitoring.retrain import Trigger
 
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(DRIFT), after_storage_id=after), limit=500, ascending=True
-    ).records
     triggers, findings = [], []
-    last = after
+    records, last = _reports_since(instance, DRIFT, after)
     for record in records:
-        last = max(last, record.storage_id)
         mat = record.asset_materialization
         if mat is None or DRIFT_SEVERITY not in mat.metadata:
             continue
@@ -133,16 +161,18 @@ def _drift_triggers(instance: dg.DagsterInstance, after: int) -> tuple[list[Any]
             continue
         day = str(mat.partition)
         flagged = list(mat.metadata[DRIFT_ERRORS if severity == "error" else DRIFT_WARNINGS].value)  # type: ignore[arg-type]
-        summary = "; ".join(_breaches(f) for f in flagged[:5]) + (
+        summary = "; ".join(describe(f) for f in flagged[:5]) + (
             f" (+{len(flagged) - 5} more)" if len(flagged) > 5 else ""
         )
+        version = str(mat.metadata[DRIFT_MODEL_VERSION].value)
         detail = {
             "drift_report": f"{DRIFT}[{day}]",
             "severity": severity,
-            "model_version": str(mat.metadata[DRIFT_MODEL_VERSION].value),
+            "model_version": version,
             "features": flagged,
         }
-        findings.append({"day": day, "severity": severity, "summary": summary, "detail": detail})
+        title = f"Feature drift ({severity}) on {day}"
+        findings.append(Finding("drift_detected", DRIFT, day, severity, title, summary, version, detail))
         if severity == "error":
             triggers.append(Trigger("drift", day, summary, detail))
     return triggers, findings, last
@@ -150,50 +180,43 @@ def _drift_triggers(instance: dg.DagsterInstance, after: int) -> tuple[list[Any]
 
 def _decay_triggers(
     instance: dg.DagsterInstance, after: int, champion: ChampionModel | None
-) -> tuple[list[Any], list[dict[str, Any]], int]:
+) -> tuple[list[Any], list[Finding], int]:
     """Live performance reports since ``after`` where the champion's skill decayed past the threshold."""
     from ml_platform.lib.monitoring.retrain import Trigger
 
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(LIVE_PERFORMANCE), after_storage_id=after),
-        limit=500,
-        ascending=True,
-    ).records
     triggers, findings = [], []
-    last = after
+    records, last = _reports_since(instance, LIVE_PERFORMANCE, after)
     for record in records:
-        last = max(last, record.storage_id)
         mat = record.asset_materialization
         if mat is None or LIVE_DEGRADED not in mat.metadata or not mat.metadata[LIVE_DEGRADED].value:
             continue
         version = str(mat.metadata[LIVE_MODEL_VERSION].value)
         decays = [d for d in mat.metadata[LIVE_DECAY].value if d["degraded"]]  # type: ignore[union-attr]
         day = str(mat.partition)
-        summary = "; ".join(
+        summary = f"v{version}: " + "; ".join(
             f"{d['metric']} skill {d['live_skill']:.3f} vs {d['evaluation_skill']:.3f} at evaluation"
             f" ({d['degradation']:+.1%} > {d['threshold']:.0%})"
             for d in decays
         )
         detail = {"live_performance": f"{LIVE_PERFORMANCE}[{day}]", "model_version": version, "decay": decays}
+        title = f"Live performance decay on {day}"
         findings.append(
-            {"day": day, "severity": "decay", "summary": f"v{version}: {summary}", "detail": detail}
+            Finding("decay_detected", LIVE_PERFORMANCE, day, "error", title, summary, version, detail)
         )
         # a version that is no longer champion is not served: its decay is history, not a reason to retrain
         if champion is not None and champion.version == version:
-            triggers.append(Trigger("degradation", day, f"v{version}: {summary}", detail))
+            triggers.append(Trigger("degradation", day, summary, detail))
     return triggers, findings, last
 
 
-def _breaches(feature: dict[str, Any]) -> str:
-    parts = []
-    for measure, threshold in feature["thresholds"].items():
-        if threshold is None:
-            continue
-        score = feature["scores"][measure]
-        level = "error" if score >= threshold["error"] else "warn" if score >= threshold["warn"] else None
-        if level:
-            parts.append(f"{measure} {score:.3g} >= {threshold[level]:g}")
-    return f"{feature['feature']} " + ", ".join(parts)
+def _reports_since(
+    instance: dg.DagsterInstance, asset: str, after: int
+) -> tuple[list[dg.EventLogRecord], int]:
+    """The materializations of ``asset`` after storage id ``after`` (oldest first) and the new cursor."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), after_storage_id=after), limit=500, ascending=True
+    ).records
+    return list(records), max([after, *(r.storage_id for r in records)])
 
 
 def _freshness_trigger(champion: ChampionModel | None, data_day: date | None, max_age: int) -> Any:
@@ -260,6 +283,7 @@ def build_retrain_sensor(build: AssetBuild, job_name: str, clock: Clock = utc_no
             instance, state.after_live_storage_id, champion
         )
         triggers.extend(decay)
+        findings.extend(decay_findings)
         fresh = _freshness_trigger(champion, data_day, spec.champion_max_age_days)
         if fresh is not None:
             triggers.append(fresh)
@@ -271,11 +295,8 @@ def build_retrain_sensor(build: AssetBuild, job_name: str, clock: Clock = utc_no
         new_events = any(t.cause != "freshness" for t in triggers)  # drift or decay seen this tick
         decision = decide([*state.pending, *triggers], target, state.history, now, policy)
         events = [
-            MonitoringEvent(now, "drift_detected", f["day"], f["severity"], f["summary"], detail=f["detail"])
+            MonitoringEvent(now, f.event, f.day, f.severity, f.summary, detail=f.detail)  # type: ignore[arg-type]
             for f in findings
-        ] + [
-            MonitoringEvent(now, "decay_detected", f["day"], "error", f["summary"], detail=f["detail"])
-            for f in decay_findings
         ]
         run_requests = []
         news = decision is not None and state.is_news(decision, new_events)
@@ -312,7 +333,9 @@ def build_retrain_sensor(build: AssetBuild, job_name: str, clock: Clock = utc_no
                     },
                 )
             )
-        alerts = _alerts(findings, decay_findings, decision if news else None, now, monitoring)
+        alerts = [f.alert(now, monitoring) for f in findings]
+        if decision is not None and news:
+            alerts.append(_decision_alert(decision, now, monitoring))
         failed = _send(alerts, monitoring, context)
         events.extend(
             MonitoringEvent(now, "alert_failed", a.fields.get("day", ""), "error", f"{a.title}: {err}")
@@ -337,68 +360,24 @@ def build_retrain_sensor(build: AssetBuild, job_name: str, clock: Clock = utc_no
     return _sensor
 
 
-def _alerts(
-    findings: list[dict[str, Any]],
-    decay_findings: list[dict[str, Any]],
-    decision: Any,
-    now: datetime,
-    monitoring: MonitoringResource,
-) -> list[Any]:
+def _decision_alert(decision: Any, now: datetime, monitoring: MonitoringResource) -> Any:
+    """The alert of a retrain decision (only news is alerted: RetrainState.is_news)."""
     from ml_platform.lib.monitoring.notify import Alert
 
-    alerts = []
-    for f in findings:
-        alerts.append(
-            Alert(
-                title=f"Feature drift ({f['severity']}) on {f['day']}",
-                severity="error" if f["severity"] == "error" else "warning",
-                text=f["summary"],
-                fields={
-                    "asset": DRIFT,
-                    "day": f["day"],
-                    "champion": f"v{f['detail']['model_version']}",
-                },
-                occurred_at=now,
-                dedupe_key=f"drift:{f['day']}:{f['severity']}",
-                link=monitoring.asset_url(DRIFT),
-            )
-        )
-    for f in decay_findings:
-        alerts.append(
-            Alert(
-                title=f"Live performance decay on {f['day']}",
-                severity="error",
-                text=f["summary"],
-                fields={
-                    "asset": LIVE_PERFORMANCE,
-                    "day": f["day"],
-                    "model": f"v{f['detail']['model_version']}",
-                },
-                occurred_at=now,
-                dedupe_key=f"decay:{f['day']}:v{f['detail']['model_version']}",
-                link=monitoring.asset_url(LIVE_PERFORMANCE),
-            )
-        )
-    if decision is not None:  # only news reaches here (RetrainState.is_news)
-        verb = {"request": "requested", "suppress": "suppressed", "defer": "deferred"}[decision.action]
-        alerts.append(
-            Alert(
-                title=f"Retrain {verb}: {MODEL}[{decision.partition}]"
-                if decision.partition
-                else f"Retrain {verb}",
-                severity="warning" if decision.action == "request" else "info",
-                text=decision.reason,
-                fields={
-                    "causes": ", ".join(decision.causes),
-                    "day": decision.triggers[-1].day,
-                    "run_key": decision.run_key or "-",
-                },
-                occurred_at=now,
-                dedupe_key=decision.run_key or f"retrain:{decision.action}:{decision.triggers[-1].day}",
-                link=monitoring.asset_url(MODEL),
-            )
-        )
-    return alerts
+    verb = {"request": "requested", "suppress": "suppressed", "defer": "deferred"}[decision.action]
+    return Alert(
+        title=f"Retrain {verb}: {MODEL}[{decision.partition}]" if decision.partition else f"Retrain {verb}",
+        severity="warning" if decision.action == "request" else "info",
+        text=decision.reason,
+        fields={
+            "causes": ", ".join(decision.causes),
+            "day": decision.triggers[-1].day,
+            "run_key": decision.run_key or "-",
+        },
+        occurred_at=now,
+        dedupe_key=decision.run_key or f"retrain:{decision.action}:{decision.triggers[-1].day}",
+        link=monitoring.asset_url(MODEL),
+    )
 
 
 def _send(

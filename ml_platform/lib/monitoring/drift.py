@@ -159,6 +159,20 @@ class FeatureDrift:
         }
 
 
+def describe(feature: Mapping[str, Any]) -> str:
+    """One line for a feature of a stored report (:meth:`FeatureDrift.to_dict` form).
+
+    Each judged measure at warn or worse, with its thresholds: ``"temp mean_shift 6.08 (warn 3,
+    error 5)"``. Alerts, the sensor's reasons and the replay's timeline all read reports this way.
+    """
+    parts = []
+    for measure, threshold in feature["thresholds"].items():
+        score = feature["scores"].get(measure)
+        if threshold is not None and score is not None and score >= threshold["warn"]:
+            parts.append(f"{measure} {score:.3g} (warn {threshold['warn']:g}, error {threshold['error']:g})")
+    return f"{feature['feature']} " + ", ".join(parts)
+
+
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     """Population stability index of two share vectors over the same bins."""
     e = np.clip(np.asarray(expected, dtype=float), PSI_FLOOR, None)
