@@ -130,6 +130,19 @@ def describe(version: PartitionVersion) -> str:
     return f"{version.table}[{version.partition}] at table version {version.table_version}{note}"
 
 
+def storage_metadata(version: PartitionVersion, table_uri: str) -> dict[str, Any]:
+    """Where a published partition lives: what :class:`RecordedVersions` reads back."""
+    return {
+        keys.ROW_COUNT: dg.MetadataValue.int(version.row_count),
+        keys.STORAGE_URI: dg.MetadataValue.path(table_uri),
+        keys.STORAGE_PARTITION: version.partition,
+        keys.STORAGE_TABLE_VERSION: dg.MetadataValue.int(version.table_version),
+        keys.STORAGE_CONTENT_HASH: version.content_hash,
+        keys.STORAGE_FILES: dg.MetadataValue.json(list(version.files)),
+        keys.STORAGE_WRITE_SKIPPED: dg.MetadataValue.bool(version.reused),
+    }
+
+
 def partition_metadata(
     version: PartitionVersion,
     frame: pl.DataFrame,
@@ -145,16 +158,10 @@ def partition_metadata(
     for item in upstream_list:
         item.pop("files", None)
     return {
-        keys.ROW_COUNT: dg.MetadataValue.int(version.row_count),
+        **storage_metadata(version, table_uri),
         keys.SCHEMA: dg.TableSchema(
             columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
         ),
-        keys.STORAGE_URI: dg.MetadataValue.path(table_uri),
-        keys.STORAGE_PARTITION: version.partition,
-        keys.STORAGE_TABLE_VERSION: dg.MetadataValue.int(version.table_version),
-        keys.STORAGE_CONTENT_HASH: version.content_hash,
-        keys.STORAGE_FILES: dg.MetadataValue.json(list(version.files)),
-        keys.STORAGE_WRITE_SKIPPED: dg.MetadataValue.bool(version.reused),
         keys.LINEAGE_UPSTREAM: dg.MetadataValue.json(upstream_list),
         keys.LINEAGE_CODE_VERSION: code_version,
         keys.LINEAGE_GIT_COMMIT: build.git_commit,

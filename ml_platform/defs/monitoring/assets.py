@@ -19,6 +19,7 @@ from ml_platform.defs.publish import (
     describe,
     partition_metadata,
     read_pinned,
+    storage_metadata,
 )
 from ml_platform.lib import metadata as keys
 from ml_platform.lib.storage import PARTITION_COLUMN, PartitionVersion
@@ -364,7 +365,7 @@ def _drift_asset(build: AssetBuild) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(
             data_version=dg.DataVersion(version.content_hash),
             metadata={
-                **_storage_metadata(version, store.table_uri(DRIFT)),
+                **storage_metadata(version, store.table_uri(DRIFT)),
                 DRIFT_SEVERITY: severity,
                 DRIFT_ERRORS: dg.MetadataValue.json([r.to_dict() for r in errors]),
                 DRIFT_WARNINGS: dg.MetadataValue.json([r.to_dict() for r in warnings]),
@@ -386,17 +387,6 @@ def _drift_asset(build: AssetBuild) -> dg.AssetsDefinition:
         )
 
     return _asset
-
-
-def _storage_metadata(version: PartitionVersion, table_uri: str) -> dict[str, Any]:
-    return {
-        keys.ROW_COUNT: dg.MetadataValue.int(version.row_count),
-        keys.STORAGE_URI: dg.MetadataValue.path(table_uri),
-        keys.STORAGE_PARTITION: version.partition,
-        keys.STORAGE_TABLE_VERSION: dg.MetadataValue.int(version.table_version),
-        keys.STORAGE_CONTENT_HASH: version.content_hash,
-        keys.STORAGE_FILES: dg.MetadataValue.json(list(version.files)),
-    }
 
 
 def _png_markdown(png: bytes, alt: str) -> str:

@@ -11,7 +11,7 @@ from ml_platform.defs.common import AssetBuild
 from ml_platform.defs.k8s import DELAY_MODEL, k8s_tags
 from ml_platform.defs.monitoring.assets import model_version_lineage, version_record
 from ml_platform.defs.predictions.assets import NAME as PREDICTIONS
-from ml_platform.defs.publish import RecordedVersions, read_pinned
+from ml_platform.defs.publish import RecordedVersions, read_pinned, storage_metadata
 from ml_platform.lib import metadata as keys
 from ml_platform.lib.features.transforms import KEY_COLUMNS
 from ml_platform.lib.storage import PARTITION_COLUMN, PartitionVersion
@@ -176,12 +176,7 @@ def build_performance_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         yield dg.MaterializeResult(
             data_version=dg.DataVersion(written.content_hash),
             metadata={
-                keys.ROW_COUNT: dg.MetadataValue.int(written.row_count),
-                keys.STORAGE_URI: dg.MetadataValue.path(store.table_uri(NAME)),
-                keys.STORAGE_PARTITION: partition,
-                keys.STORAGE_TABLE_VERSION: dg.MetadataValue.int(written.table_version),
-                keys.STORAGE_CONTENT_HASH: written.content_hash,
-                keys.STORAGE_FILES: dg.MetadataValue.json(list(written.files)),
+                **storage_metadata(written, store.table_uri(NAME)),
                 LIVE_MODEL_VERSION: version,
                 LIVE_DEGRADED: dg.MetadataValue.bool(bool(degraded)),
                 "live/judged": dg.MetadataValue.bool(judged),
