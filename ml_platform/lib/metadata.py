@@ -19,6 +19,8 @@ LINEAGE_SOURCE: Final = "lineage/source"
 STORAGE_URI: Final = "storage/table_uri"
 STORAGE_TABLE_VERSION: Final = "storage/table_version"
 STORAGE_FILES: Final = "storage/files"
+#: The lakeFS commit holding the partition (lakeFS backend; the Delta backend records the table version).
+STORAGE_COMMIT: Final = "storage/commit"
 STORAGE_CONTENT_HASH: Final = "storage/content_hash"
 STORAGE_PARTITION: Final = "storage/partition"
 STORAGE_WRITE_SKIPPED: Final = "storage/write_skipped"

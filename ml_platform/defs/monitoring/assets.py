@@ -193,7 +193,7 @@ def _profile_asset(name: str, source: str, build: AssetBuild) -> dg.AssetsDefini
                     "source_table_version": [pin.table_version],
                     "source_content_hash": [pin.content_hash],
                 },
-                schema_overrides={"profile": pl.Binary},
+                schema_overrides={"profile": pl.Binary, "source_table_version": pl.Int64},
             )
             version = store.write_partition(name, partition, row, unless_same_as=published.get(partition))
             reporter.log(
@@ -363,7 +363,7 @@ def _drift_asset(build: AssetBuild) -> dg.AssetsDefinition:
             },
         )
         yield dg.MaterializeResult(
-            data_version=dg.DataVersion(version.content_hash),
+            data_version=dg.DataVersion(version.data_version),
             metadata={
                 **storage_metadata(version, store.table_uri(DRIFT)),
                 DRIFT_SEVERITY: severity,

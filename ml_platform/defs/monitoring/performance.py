@@ -174,7 +174,7 @@ def build_performance_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
             )
         context.log.info(f"{where}: v{version} over {days[0]}..{days[-1]} ({rows.height} flights): {summary}")
         yield dg.MaterializeResult(
-            data_version=dg.DataVersion(written.content_hash),
+            data_version=dg.DataVersion(written.data_version),
             metadata={
                 **storage_metadata(written, store.table_uri(NAME)),
                 LIVE_MODEL_VERSION: version,

@@ -94,7 +94,7 @@ def build_prediction_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
             f"{NAME}[{partition}]: {frame.height} flights, v{champion.version} -> {describe(version)}"
         )
         yield dg.MaterializeResult(
-            data_version=dg.DataVersion(version.content_hash),
+            data_version=dg.DataVersion(version.data_version),
             metadata=partition_metadata(
                 version,
                 frame,

@@ -89,7 +89,14 @@ def build_model_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         table_uri = store.table_uri(FEATURES)
         datasets = [
             DatasetRef(
-                FEATURES, p.partition, table_uri, p.table_version, p.content_hash, p.row_count, "training"
+                FEATURES,
+                p.partition,
+                table_uri,
+                p.table_version,
+                p.content_hash,
+                p.row_count,
+                "training",
+                commit=p.commit,
             )
             for p in pins
         ]

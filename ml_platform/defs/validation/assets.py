@@ -18,6 +18,7 @@ from ml_platform.defs.publish import (
     describe,
     partition_metadata,
     read_pinned,
+    version_metadata,
 )
 from ml_platform.lib import hashing, metadata
 from ml_platform.lib.ingest.contracts import INGESTED_AT_COLUMN
@@ -121,7 +122,7 @@ def _validated_asset(
                 "quarantine_share": outcome.quarantine_share,
                 "max_quarantine_share": share,
                 "failures_by_check": dg.MetadataValue.json(outcome.failures_by_check),
-                "quarantine_table_version": quarantined.table_version,
+                "quarantine_table_version": version_metadata(quarantined),
             }
             try:
                 enforce_threshold(outcome, share, name, partition)
@@ -153,9 +154,7 @@ def _validated_asset(
                             metadata.QUALITY_QUARANTINE_SHARE: dg.MetadataValue.float(
                                 outcome.quarantine_share
                             ),
-                            metadata.QUALITY_QUARANTINE_TABLE: dg.MetadataValue.int(
-                                quarantined.table_version
-                            ),
+                            metadata.QUALITY_QUARANTINE_TABLE: version_metadata(quarantined),
                             metadata.QUALITY_FAILURES_BY_CHECK: dg.MetadataValue.json(
                                 outcome.failures_by_check
                             ),

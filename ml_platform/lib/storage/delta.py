@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -28,58 +27,18 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from ml_platform.lib.hashing import content_hash
+from ml_platform.lib.storage.base import PARTITION_COLUMN, PartitionVersion, StorageError, with_partition
 
-PARTITION_COLUMN = "partition_date"
 _COMMIT_RETRIES = 8
 #: Checkpoint every 20 commits: a table gets one commit per partition write, and opening it
 #: replays the log from the last checkpoint.
 _TABLE_CONFIGURATION = {"delta.checkpointInterval": "20"}
 
 
-class StorageError(RuntimeError):
-    """A read or write of the versioned store failed; the message names table and partition."""
-
-
-@dataclass(frozen=True)
-class PartitionVersion:
-    """Where one partition of one table lives at one table version."""
-
-    table: str
-    partition: str
-    table_version: int
-    content_hash: str
-    row_count: int
-    files: tuple[str, ...] = field(default_factory=tuple)
-    #: True when a write found this exact content already published and wrote nothing.
-    reused: bool = field(default=False, compare=False)
-
-    def to_metadata(self) -> dict[str, object]:
-        """A JSON-serialisable form, as recorded in lineage metadata."""
-        return {
-            "table": self.table,
-            "partition": self.partition,
-            "table_version": self.table_version,
-            "content_hash": self.content_hash,
-            "row_count": self.row_count,
-            "files": list(self.files),
-        }
-
-    @classmethod
-    def from_metadata(cls, data: dict[str, object]) -> PartitionVersion:
-        """Inverse of :meth:`to_metadata`."""
-        files = data.get("files") or []
-        return cls(
-            table=str(data["table"]),
-            partition=str(data["partition"]),
-            table_version=int(data["table_version"]),  # type: ignore[call-overload]
-            content_hash=str(data["content_hash"]),
-            row_count=int(data["row_count"]),  # type: ignore[call-overload]
-            files=tuple(str(f) for f in files),  # type: ignore[attr-defined]
-        )
-
-
 class DeltaPartitionStore:
     """Partition-at-a-time writes and version-pinned reads of Delta tables under ``root``."""
+
+    backend = "delta"
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -179,17 +138,8 @@ class DeltaPartitionStore:
 
     @staticmethod
     def with_partition(table: str, partition: str, df: pl.DataFrame) -> pl.DataFrame:
-        """``df`` as stored: with the partition column, last.
-
-        Raises:
-            StorageError: if ``df`` already carries rows of another partition.
-        """
-        if PARTITION_COLUMN in df.columns:
-            others = df.filter(pl.col(PARTITION_COLUMN) != partition).height
-            if others:
-                raise StorageError(f"{table}[{partition}]: {others} rows carry another {PARTITION_COLUMN}")
-            df = df.drop(PARTITION_COLUMN)
-        return df.with_columns(pl.lit(partition, dtype=pl.String).alias(PARTITION_COLUMN))
+        """``df`` as stored: with the partition column, last (see :func:`~.base.with_partition`)."""
+        return with_partition(table, partition, df)
 
     def current(self, table: str, partition: str) -> tuple[int, tuple[str, ...]] | None:
         """The latest table version and the files of ``partition`` in it; None without a table."""
@@ -254,6 +204,11 @@ class DeltaPartitionStore:
         return pl.Schema([*schema.items(), (PARTITION_COLUMN, pl.String())])
 
     def _load_pin(self, pin: PartitionVersion) -> pl.DataFrame:
+        if pin.table_version is None:
+            raise StorageError(
+                f"{pin.table}[{pin.partition}] {pin.where} was written by another backend (lakeFS);"
+                f" this store reads Delta tables under {self.root}"
+            )
         table_root = Path(self.table_uri(pin.table))
         if pin.files:
             paths = [table_root / unquote(f) for f in pin.files]

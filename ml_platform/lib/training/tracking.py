@@ -35,31 +35,36 @@ class DatasetRef:
     table: str
     partition: str
     table_uri: str
-    table_version: int
+    #: The Delta table version (Delta backend) or None (lakeFS: ``commit`` pins it).
+    table_version: int | None
     content_hash: str
     rows: int
     #: "training" (the window) or "holdout" (the evaluation week).
     context: str
+    #: The lakeFS commit holding the partition (lakeFS backend).
+    commit: str = ""
 
     def to_input(self) -> DatasetInput:
-        """The MLflow dataset input: the partition, its Delta version and its data version."""
-        source = {
-            "uri": self.table_uri,
-            "partition": self.partition,
-            "delta_table_version": self.table_version,
-        }
+        """The MLflow dataset input: the partition, its Delta version or lakeFS commit, its data version."""
+        source: dict[str, object] = {"uri": self.table_uri, "partition": self.partition}
+        version_tag = [InputTag("delta_table_version", str(self.table_version))]
+        if self.commit:
+            source["lakefs_commit"] = self.commit
+            version_tag = [InputTag("lakefs_commit", self.commit)]
+        else:
+            source["delta_table_version"] = self.table_version
         return DatasetInput(
             dataset=Dataset(
                 name=f"{self.table}[{self.partition}]",
                 digest=self.content_hash[:36],
-                source_type="delta",
+                source_type="lakefs" if self.commit else "delta",
                 source=json.dumps(source, sort_keys=True),
                 profile=json.dumps({"num_rows": self.rows}),
             ),
             tags=[
                 InputTag("mlflow.data.context", self.context),
                 InputTag("data_version", self.content_hash),
-                InputTag("delta_table_version", str(self.table_version)),
+                *version_tag,
             ],
         )
 
@@ -238,12 +243,15 @@ def model_lineage(client: mlflow.MlflowClient, model_name: str, version: str) ->
     datasets = []
     for item in run.inputs.dataset_inputs if run.inputs else []:
         tags = {t.key: t.value for t in item.tags}
-        source = json.loads(item.dataset.source) if item.dataset.source_type == "delta" else {}
+        source = json.loads(item.dataset.source) if item.dataset.source_type in ("delta", "lakefs") else {}
+        pinned = source.get("delta_table_version", tags.get("delta_table_version"))
+        if item.dataset.source_type == "lakefs":
+            pinned = "lakefs:" + str(source.get("lakefs_commit", tags.get("lakefs_commit", "")))[:12]
         datasets.append(
             (
                 item.dataset.name,
                 tags.get("mlflow.data.context", ""),
-                str(source.get("delta_table_version", tags.get("delta_table_version", ""))),
+                "" if pinned is None else str(pinned),
                 tags.get("data_version", item.dataset.digest),
             )
         )
