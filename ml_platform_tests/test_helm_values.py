@@ -184,7 +184,14 @@ def test_env_comes_from_secrets(values: dict[str, Any]) -> None:
     d = _deployment(values)
     assert {"name": "ml-platform-env"} in d["envSecrets"]
     literal = {e["name"] for e in d["env"]}
-    for name in ("MLP_MLFLOW_TRACKING_URI", "MLP_OPTUNA_STORAGE", "MLP_NOTIFY", "DAGSTER_PG_PASSWORD"):
+    for name in (
+        "MLP_MLFLOW_TRACKING_URI",
+        "MLP_OPTUNA_STORAGE",
+        "MLP_NOTIFY",
+        "DAGSTER_PG_PASSWORD",
+        "MLP_LAKEFS_ACCESS_KEY_ID",
+        "MLP_LAKEFS_SECRET_ACCESS_KEY",
+    ):
         assert name not in literal, f"{name} must come from the ml-platform-env secret"
 
 
