@@ -199,14 +199,57 @@ def test_prometheus_config_scrapes_serving_and_textfile() -> None:
     assert config["rule_files"] == ["alert-rules.yml"]
     assert (PROMETHEUS.parent / config["rule_files"][0]).is_file()
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert jobs["ml-platform-serving"]["metrics_path"] == "/metrics"
-    assert jobs["ml-platform-serving"]["static_configs"][0]["targets"]
     assert jobs["node-exporter"]["static_configs"][0]["targets"]
-    # The rules select the serving target by its job name.
-    assert 'job="ml-platform-serving"' in rule_exprs()["MlpServingTargetDown"]
+    # The rules select the serving targets by their job name, and fire when none is discovered.
+    target_down = rule_exprs()["MlpServingTargetDown"]
+    assert 'job="ml-platform-serving"' in target_down
+    assert 'absent(up{job="ml-platform-serving"})' in target_down
     # The textfile job keeps the platform's series.
     keep = jobs["node-exporter"]["metric_relabel_configs"][0]
     assert keep["action"] == "keep" and re.fullmatch(keep["regex"], m.FEATURE_DRIFT_SCORE)
+
+
+def test_prometheus_scrapes_every_serving_pod() -> None:
+    """Pod discovery, not the Service: one series per pod, so rate() sees no false counter resets."""
+    serving = {job["job_name"]: job for job in yaml.safe_load(PROMETHEUS.read_text())["scrape_configs"]}[
+        "ml-platform-serving"
+    ]
+    assert "static_configs" not in serving, "a static target is the Service: one random pod per scrape"
+    assert serving["metrics_path"] == "/metrics"
+    (sd,) = serving["kubernetes_sd_configs"]
+    assert sd["role"] == "pod" and sd["namespaces"]["names"] == ["ml-platform"]
+    relabels = serving["relabel_configs"]
+
+    def rules_on(source: str) -> list[dict[str, Any]]:
+        return [rule for rule in relabels if source in rule.get("source_labels", [])]
+
+    keeps = {
+        rule["source_labels"][0]: rule["regex"]
+        for rule in relabels
+        if rule.get("action") == "keep" and len(rule["source_labels"]) == 1
+    }
+    assert keeps == {
+        "__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true",
+        "__meta_kubernetes_pod_label_app_kubernetes_io_name": "ml-platform-serving",
+    }
+    (address,) = rules_on("__meta_kubernetes_pod_annotation_prometheus_io_port")
+    assert address["source_labels"] == ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"]
+    assert address["target_label"] == "__address__" and address["replacement"] == "$1:$2"
+    assert address.get("action", "replace") == "replace"
+    for joined in ("10.1.2.3:8080;3000", "10.1.2.3;3000"):
+        match = re.fullmatch(address["regex"], joined)
+        assert match is not None and match.expand(r"\1:\2") == "10.1.2.3:3000", joined
+    (path,) = rules_on("__meta_kubernetes_pod_annotation_prometheus_io_path")
+    assert path["target_label"] == "__metrics_path__" and path["regex"] == "(.+)"
+    assert path.get("replacement", "$1") == "$1" and path.get("action", "replace") == "replace"
+    # Target labels: where a series comes from, and the static service label; never one the
+    # series carry themselves (model_version would become exported_model_version).
+    targets = {rule["target_label"]: rule for rule in relabels if "target_label" in rule}
+    assert targets["namespace"]["source_labels"] == ["__meta_kubernetes_namespace"]
+    assert targets["pod"]["source_labels"] == ["__meta_kubernetes_pod_name"]
+    assert targets["service"]["replacement"] == "delay-model" and not targets["service"].get("source_labels")
+    assert "model_version" not in targets
+    assert not any(rule.get("action") in {"labelmap", "labeldrop", "labelkeep"} for rule in relabels)
 
 
 @pytest.mark.parametrize(("command", "path"), [("rules", RULES), ("config", PROMETHEUS)])
