@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor clean-data audit
+.PHONY: install checkov demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor clean-data audit
 
 # torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
 # pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
@@ -20,6 +20,18 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# checkov scans infra/ (ml_platform_tests/test_infra.py). It lives in its own venv, like pip-audit:
+# it pins many packages that conflict with constraints.txt. infra/checkov-requirements.txt is its
+# exact resolved set (checkov==3.3.30); a change to that file reinstalls.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+$(CHECKOV_STAMP): infra/checkov-requirements.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q -r infra/checkov-requirements.txt
+	@touch $(CHECKOV_STAMP)
+
+checkov: $(CHECKOV_STAMP)  ## checkov, pinned, in .venv-checkov (the infra/ scan of make test)
+
 demo: install  ## raw -> features for 2013-01-01..2013-03-31, the weekly models, then the April replay
 	$(BIN)/mlp demo
 
@@ -32,10 +44,10 @@ ui: install  ## Dagster UI + daemon (dagster dev) on the same instance as the de
 mlflow-ui: install  ## MLflow UI on the demo's tracking store: runs, registered versions, aliases
 	$(BIN)/mlp mlflow-ui
 
-test: install  ## the fast suite (CI); heavy suites have their own targets
+test: install checkov  ## the fast suite (CI); heavy suites have their own targets
 	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
 
-test-all: install
+test-all: install checkov
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install  ## ruff on everything, mypy --strict on the pure lib code
