@@ -1,7 +1,8 @@
 """lakeFS partition store: write-audit-publish with a branch per run.
 
-Layout: one Parquet object per partition, ``<prefix><table>/partition_date=<p>/part-<hash>.parquet``
-(the name is the content hash, so identical content lands at the identical path). A run writes
+Layout: one Parquet object per partition, ``<prefix><table>/partition_date=<p>/data.parquet``.
+The name is fixed, so two runs that rewrite one partition change the same path and their merges
+conflict, as they should; which version a pin means is the commit's business. A run writes
 on its own branch ``run-<run_id>``; each partition write is one lakeFS commit, and that commit id
 is the partition's pin (its data version in Dagster). The run's blocking checks judge what was
 written there; only a run that succeeded is merged into ``main`` (:meth:`publish`), so ``main``
@@ -24,6 +25,7 @@ this module only needs it for exception types, imported lazily.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from lakefs.client import Client
 
 BRANCH_PREFIX = "run-"
+#: The one object of a partition (see the module docstring for why the name is fixed).
+OBJECT_NAME = "data.parquet"
 _BRANCH_NAME = re.compile(r"^\w[-\w]*$")
 
 
@@ -190,12 +194,13 @@ class LakeFSPartitionStore:
             and unless_same_as.content_hash == digest
             and current == unless_same_as.files
             and self._is_published(unless_same_as.commit)
+            and self._unchanged_since(unless_same_as, table, partition)
         ):
-            return PartitionVersion(**{**unless_same_as.__dict__, "reused": True})
+            return dataclasses.replace(unless_same_as, reused=True)
         buffer = io.BytesIO()
         frame.write_parquet(buffer, compression="zstd", statistics=True)
         data = buffer.getvalue()
-        name = f"{PARTITION_COLUMN}={partition}/part-{digest[:20]}.parquet"
+        name = f"{PARTITION_COLUMN}={partition}/{OBJECT_NAME}"
         path = f"{self.prefix}{table}/{name}"
         where = f"{table}[{partition}] on {self.repo_id}/{self.branch}"
         branch = self.repository.branch(self.branch)
@@ -228,6 +233,13 @@ class LakeFSPartitionStore:
             files=(name,),
             commit=str(commit.id),
         )
+
+    def _unchanged_since(self, pin: PartitionVersion, table: str, partition: str) -> bool:
+        """Whether the partition on the run's branch is still exactly what ``pin``'s commit holds."""
+        prefix = partition_prefix(self.prefix, table, partition)
+        with _lakefs_errors(f"{table}[{partition}]: diff {pin.commit[:12]}..{self.branch}"):
+            changes = self.repository.ref(pin.commit).diff(self.branch, prefix=prefix, max_amount=1)
+            return not any(True for _ in changes)
 
     # -- reads -------------------------------------------------------------------------------
 
