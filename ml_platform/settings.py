@@ -195,6 +195,19 @@ class PlatformSettings(BaseSettings):
         description='Drills and demos: perturb raw days, e.g. ["2013-04-10:temp+15C",'
         ' "2013-04-12:carrier=UA:0.5"]. Raw lineage names every injected shift.',
     )
+    online_store_url: str | None = Field(
+        None,
+        description="Online feature store: a redis:// URL in production (a secret when it carries a"
+        " password). Default: the embedded store, a file under <storage>/online (no server).",
+    )
+    serving_api_token: str | None = Field(
+        None,
+        description="When set, the served Bento answers only requests with `Authorization: Bearer"
+        " <token>` (401 otherwise). A secret.",
+    )
+    serving_max_batch: int = Field(
+        512, ge=1, description="Most flights in one batch request; larger batches are answered 413/422."
+    )
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> PlatformSettings:
@@ -236,6 +249,21 @@ class PlatformSettings(BaseSettings):
     def delta_root(self) -> Path:
         """Folder holding one Delta table per asset."""
         return self.storage_root / "delta"
+
+    @property
+    def online_store_path(self) -> Path:
+        """The embedded online store (used when ``online_store_url`` is not set)."""
+        return self.storage_root / "online" / "features.sqlite"
+
+    @property
+    def prediction_log_dir(self) -> Path:
+        """Where served Bentos append their prediction log (JSON lines, one folder per UTC day)."""
+        return self.storage_root / "prediction_log"
+
+    @property
+    def bentoml_home(self) -> Path:
+        """BENTOML_HOME of the platform: its model store and built Bentos."""
+        return self.storage_root / "bentoml"
 
     @property
     def metrics_dir(self) -> Path:
