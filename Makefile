@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install checkov demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor clean-data audit
+.PHONY: install checkov demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor bench-scale clean-data audit
 
 # torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
 # pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
@@ -62,6 +62,9 @@ bench-drift: install  ## profiling + drift scoring, 1M rows x 10 columns, vs pla
 
 bench-sensor: install  ## retrain-sensor tick cost as the monitoring history grows (synthetic history)
 	$(BIN)/python benchmarks/sensor_tick.py --snapshot
+
+bench-scale: install  ## per-partition inputs of docs/scaling.md: Postgres event log, pods, Delta, per-row scaling (needs the local PostgreSQL)
+	$(BIN)/python benchmarks/scale_inputs.py --snapshot
 
 bench-train: install  ## training throughput, HPO trials/min, Dagster+MLflow overhead (builds its own instance)
 	$(BIN)/python benchmarks/train_throughput.py
