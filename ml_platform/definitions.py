@@ -22,6 +22,8 @@ from ml_platform.defs.predictions.assets import NAME as PREDICTIONS
 from ml_platform.defs.predictions.assets import build_prediction_assets
 from ml_platform.defs.publish import BuildInfo
 from ml_platform.defs.registry.assets import build_registry_assets
+from ml_platform.defs.serving.online import NAME as ONLINE_FEATURES
+from ml_platform.defs.serving.online import build_online_assets
 from ml_platform.defs.training.assets import build_model_assets
 from ml_platform.defs.validation.assets import build_validated_assets
 from ml_platform.lib.versioning import git_commit
@@ -29,6 +31,7 @@ from ml_platform.partitions import build_partitioning
 from ml_platform.resources import (
     MlflowResource,
     MonitoringResource,
+    OnlineStoreResource,
     OptunaResource,
     RawSourceResource,
     VersionedStoreResource,
@@ -123,14 +126,17 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
         *build_monitoring_assets(build),
         *build_prediction_assets(build),
         *build_performance_assets(build),
+        *build_online_assets(build),
     ]
     data_job = dg.define_asset_job(
         DATA_JOB,
-        selection=dg.AssetSelection.groups(*DATA_GROUPS) | dg.AssetSelection.assets(*PROFILED),
+        # online_features rides with the day's features: the snapshot of day D is refreshed when D lands
+        selection=dg.AssetSelection.groups(*DATA_GROUPS)
+        | dg.AssetSelection.assets(*PROFILED, ONLINE_FEATURES),
         tags=NO_RETRY_ON_FAILURE,
         partitions_def=partitioning.daily,
-        description="raw -> validated -> flight_features (and their profiles) for one day (the main job"
-        " of `make demo`).",
+        description="raw -> validated -> flight_features (and their profiles, and the online feature"
+        " store's snapshot) for one day (the main job of `make demo`).",
     )
     model_job = dg.define_asset_job(
         MODEL_JOB,
@@ -151,7 +157,8 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
     )
     automation = dg.AutomationConditionSensorDefinition(
         AUTOMATION_SENSOR,
-        target=dg.AssetSelection.groups(*DATA_GROUPS, "monitoring", "predictions"),
+        target=dg.AssetSelection.groups(*DATA_GROUPS, "monitoring", "predictions")
+        | dg.AssetSelection.assets(ONLINE_FEATURES),
         default_status=dg.DefaultSensorStatus.RUNNING
         if settings.sensors_running
         else dg.DefaultSensorStatus.STOPPED,
@@ -180,6 +187,10 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
             ),
             "optuna_storage": OptunaResource(
                 storage=_env_var_if_set("MLP_OPTUNA_STORAGE", settings.optuna_storage or "")
+            ),
+            "online_store": OnlineStoreResource(
+                url=_env_var_if_set("MLP_ONLINE_STORE_URL", settings.online_store_url or "") or None,
+                embedded_path=str(settings.online_store_path),
             ),
             "monitoring": MonitoringResource(
                 metrics_dir=str(settings.metrics_dir),

@@ -18,6 +18,7 @@ ASSETS = {"raw_flights", "raw_weather", "validated_flights", "validated_weather"
 MODEL_ASSETS = {"delay_model", "model_evaluation", "model_promotion"}
 PROFILE_ASSETS = {"flight_feature_profiles", "validated_flight_profiles"}
 MONITORING_ASSETS = {"drift_report", "flight_delay_predictions", "live_performance"}
+ONLINE_ASSETS = {"online_features"}
 
 
 def test_every_job_resolves_and_every_asset_is_described(make_settings):
@@ -26,17 +27,18 @@ def test_every_job_resolves_and_every_asset_is_described(make_settings):
     assert DATA_JOB in jobs
     for name in jobs:
         assert defs.resolve_job_def(name).get_job_snapshot().name == name
-    # the daily data job carries the profiles; the monitoring job judges the day against the champion
+    # the daily data job carries the profiles and the online store's snapshot; the monitoring job
+    # judges the day against the champion
     assert {
         k.to_user_string() for k in jobs[DATA_JOB].asset_layer.executable_asset_keys
-    } == ASSETS | PROFILE_ASSETS
+    } == ASSETS | PROFILE_ASSETS | ONLINE_ASSETS
     assert {k.to_user_string() for k in jobs[MODEL_JOB].asset_layer.executable_asset_keys} == MODEL_ASSETS
     assert {
         k.to_user_string() for k in jobs[MONITORING_JOB].asset_layer.executable_asset_keys
     } == MONITORING_ASSETS
     all_specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
-    assert set(all_specs) == ASSETS | MODEL_ASSETS | PROFILE_ASSETS | MONITORING_ASSETS
-    for name in PROFILE_ASSETS | MONITORING_ASSETS:
+    assert set(all_specs) == ASSETS | MODEL_ASSETS | PROFILE_ASSETS | MONITORING_ASSETS | ONLINE_ASSETS
+    for name in PROFILE_ASSETS | MONITORING_ASSETS | ONLINE_ASSETS:
         spec = all_specs[name]
         assert isinstance(spec.partitions_def, dg.DailyPartitionsDefinition), name
         assert spec.description and len(spec.description) > 40 and spec.code_version and spec.kinds, name

@@ -2,12 +2,14 @@
 
 from ml_platform.resources.mlflow import MlflowResource, OptunaResource
 from ml_platform.resources.monitoring import MonitoringResource
+from ml_platform.resources.online import OnlineStoreResource
 from ml_platform.resources.sources import RawSourceResource
 from ml_platform.resources.storage import VersionedStoreResource
 
 __all__ = [
     "MlflowResource",
     "MonitoringResource",
+    "OnlineStoreResource",
     "OptunaResource",
     "RawSourceResource",
     "VersionedStoreResource",

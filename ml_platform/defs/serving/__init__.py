@@ -1,0 +1,1 @@
+"""Serving: the online feature store the served model reads (``online.py``)."""
