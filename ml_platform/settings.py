@@ -205,6 +205,16 @@ class PlatformSettings(BaseSettings):
         description="When set, the served Bento answers only requests with `Authorization: Bearer"
         " <token>` (401 otherwise). A secret.",
     )
+    online_store_namespace: str = Field("mlp", description="Key prefix of the online store in Redis.")
+    serving_model_alias: str = Field(
+        "champion", description="The registry alias a Bento serves when no model tag or version is given."
+    )
+    serving_model_version: str | None = Field(
+        None, description="Serve this registered version instead of the alias (a canary, a rollback)."
+    )
+    serving_torch_threads: int = Field(
+        1, ge=1, description="torch intra-op threads per serving worker (a small MLP on few rows: 1)."
+    )
     serving_max_batch: int = Field(
         512, ge=1, description="Most flights in one batch request; larger batches are answered 413/422."
     )

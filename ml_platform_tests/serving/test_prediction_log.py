@@ -1,0 +1,129 @@
+"""PredictionLog: one JSON line per record, daily files, flushed by size, time and close, never raising."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+
+from ml_platform.lib.serving.prediction_log import LogRecord, PredictionLog, to_json_line
+
+FEATURES = pl.DataFrame(
+    {
+        "carrier": ["B6", "UA"],
+        "sched_hour": [10, 20],
+        "temp": [37.9, float("nan")],
+        "wind_gust": [None, 12.5],
+        "weather_observed_at": [datetime(2013, 1, 15, 15, tzinfo=UTC), None],
+        "flight_date": [date(2013, 1, 15), date(2013, 1, 15)],
+    }
+)
+
+
+def record(i: int, logged_at: datetime = datetime(2013, 1, 15, 23, 59, tzinfo=UTC)) -> LogRecord:
+    return LogRecord(
+        logged_at=logged_at,
+        request_id=f"req-{i}",
+        endpoint="predict_batch",
+        index=i,
+        model_name="delay_model",
+        model_version="3",
+        latency_ms=1.5,
+        request={"carrier": "B6", "scheduled_departure": datetime(2013, 1, 15, 15, 45, tzinfo=UTC)},
+        features=FEATURES,
+        row=i % 2,
+        predicted_arr_delay=12.25,
+        delay_probability=0.4,
+    )
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_line_holds_request_features_prediction_version_latency_and_id() -> None:
+    line = to_json_line(record(1))
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert json.loads(line) == {
+        "logged_at": "2013-01-15T23:59:00+00:00",
+        "request_id": "req-1",
+        "endpoint": "predict_batch",
+        "index": 1,
+        "model_name": "delay_model",
+        "model_version": "3",
+        "latency_ms": 1.5,
+        "request": {"carrier": "B6", "scheduled_departure": "2013-01-15T15:45:00+00:00"},
+        "features": {
+            "carrier": "UA",
+            "sched_hour": 20,
+            "temp": None,  # NaN is not JSON
+            "wind_gust": 12.5,
+            "weather_observed_at": None,
+            "flight_date": "2013-01-15",
+        },
+        "prediction": {"predicted_arr_delay": 12.25, "delay_probability": 0.4},
+    }
+
+
+def test_records_go_to_the_file_of_their_utc_day(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, file_stem="host-1", flush_seconds=3600)
+    log.append([record(0), record(1, datetime(2013, 1, 16, 0, 0, 1, tzinfo=UTC))])
+    assert log.flush() == 2
+    assert [r["request_id"] for r in lines(tmp_path / "2013-01-15" / "host-1.jsonl")] == ["req-0"]
+    assert [r["request_id"] for r in lines(tmp_path / "2013-01-16" / "host-1.jsonl")] == ["req-1"]
+    log.append([record(2)])
+    log.close()
+    assert [r["request_id"] for r in lines(tmp_path / "2013-01-15" / "host-1.jsonl")] == ["req-0", "req-2"]
+    assert log.written == 3 and log.lost == 0
+
+
+def test_the_writer_flushes_when_full_and_on_time(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, file_stem="w", flush_lines=5, flush_seconds=3600)
+    log.start()
+    try:
+        log.append([record(i) for i in range(5)])  # full: written without waiting for the hour
+        path = tmp_path / "2013-01-15" / "w.jsonl"
+        deadline = time.monotonic() + 5
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(lines(path)) == 5
+    finally:
+        log.close()
+    timed = PredictionLog(tmp_path / "timed", file_stem="w", flush_lines=1000, flush_seconds=0.05)
+    timed.start()
+    try:
+        timed.append([record(0)])
+        deadline = time.monotonic() + 5
+        while timed.written == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert timed.written == 1
+    finally:
+        timed.close()
+
+
+def test_a_failed_write_is_reported_and_never_raised(tmp_path: Path) -> None:
+    blocker = tmp_path / "log"
+    blocker.write_text("a file where the folder should be")
+    reported: list[tuple[int, str]] = []
+    log = PredictionLog(
+        blocker, file_stem="w", on_error=lambda lost, exc: reported.append((len(lost), type(exc).__name__))
+    )
+    log.append([record(0), record(1)])
+    assert log.flush() == 0
+    assert reported == [(2, "FileExistsError")] or reported == [(2, "NotADirectoryError")]
+    assert log.lost == 2
+    # a reporter that raises does not stop the writer either
+    log.on_error = lambda lost, exc: (_ for _ in ()).throw(RuntimeError("reporter broke"))
+    log.append([record(2)])
+    log.close()
+    assert log.lost == 3
+
+
+def test_default_file_stem_is_host_and_pid(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    assert log.file_stem.endswith(f"-{os.getpid()}")
+    assert log.path_for(date(2013, 1, 15)) == tmp_path / "2013-01-15" / f"{log.file_stem}.jsonl"
