@@ -21,11 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -35,6 +30,7 @@ import httpx
 import polars as pl
 import pytest
 
+from ml_platform.lib.deploy.process import ServedProcess, ServedProcessError, free_port
 from ml_platform.lib.features.transforms import build_flight_features
 from ml_platform.lib.ingest.sources import NycFlights13Source
 from ml_platform.lib.online import build_snapshot, open_online_store
@@ -157,13 +153,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> ServingWorld:
     )
 
 
-def free_port() -> int:
-    """A port nothing listens on now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class LiveServer:
     """A ``bentoml serve`` process of the delay service on loopback."""
 
@@ -185,59 +174,29 @@ class LiveServer:
             "MLP_SERVING_MAX_BATCH": str(MAX_BATCH),
             **env,
         }
-        bentoml = Path(sys.executable).with_name("bentoml")
-        command = [
-            str(bentoml),
-            "serve",
+        self.served = ServedProcess(
             "ml_platform.serving.service:DelayService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            command,
             env=self.env,
+            name=name,
+            port=self.port,
             cwd=Path(__file__).resolve().parents[2],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop() ends the workers too
+            log_path=self.log_path,
+            ready_timeout_s=READY_TIMEOUT_S,
         )
-        self.started_in_s = self._wait_ready()
-
-    def _wait_ready(self) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < READY_TIMEOUT_S:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"bentoml serve not ready after {READY_TIMEOUT_S} s:\n{self.log_tail()}")
+        try:
+            self.served.start()
+        except ServedProcessError as exc:
+            raise RuntimeError(str(exc)) from exc
+        self.process = self.served.process
+        self.started_in_s = self.served.started_in_s
 
     def log_tail(self, chars: int = 6000) -> str:
         """The end of the server's output."""
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-chars:]
+        return self.served.log_tail(chars)
 
     def stop(self) -> int | None:
-        """SIGTERM the process group, then SIGKILL after 20 s; return the exit code."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        self._log.close()
-        return self.process.returncode
+        """SIGTERM, then SIGKILL the server and every BentoML worker (they run in their own sessions)."""
+        return self.served.stop()
 
 
 @pytest.fixture(scope="module")
