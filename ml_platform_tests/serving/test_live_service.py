@@ -384,10 +384,12 @@ def test_every_prediction_is_logged(client: httpx.Client, world: ServingWorld, k
     assert sorted((line["request_id"], line["index"]) for line in lines) == sorted(
         [(single, 0), (batch, 0), (batch, 1)]
     )
-    for line in lines:  # the file of the UTC day it was logged
+    for line in lines:  # the file of the flight's day (local scheduled date), whenever it was logged
+        departure = datetime.fromisoformat(line["request"]["scheduled_departure"])
+        assert line.pop("_folder") == departure.astimezone(ZoneInfo("America/New_York")).date().isoformat()
         assert (
-            line.pop("_folder")
-            == datetime.fromisoformat(line["logged_at"]).astimezone(UTC).date().isoformat()
+            line["features"]["flight_date"]
+            == departure.astimezone(ZoneInfo("America/New_York")).date().isoformat()
         )
     by_id = {(line["request_id"], line["index"]): line for line in lines}
     first = by_id[(single, 0)]

@@ -1,4 +1,4 @@
-"""PredictionLog: one JSON line per record, daily files, flushed by size, time and close, never raising."""
+"""PredictionLog: a JSON line per record, a file per flight day, flushed by size, time and close."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ml_platform.lib.serving.prediction_log import LogRecord, PredictionLog, to_json_line
+from ml_platform.lib.serving.prediction_log import LogRecord, PredictionLog, flight_day, to_json_line
 
 FEATURES = pl.DataFrame(
     {
@@ -24,7 +24,11 @@ FEATURES = pl.DataFrame(
 )
 
 
-def record(i: int, logged_at: datetime = datetime(2013, 1, 15, 23, 59, tzinfo=UTC)) -> LogRecord:
+def record(
+    i: int,
+    logged_at: datetime = datetime(2013, 1, 15, 23, 59, tzinfo=UTC),
+    departure: datetime = datetime(2013, 1, 15, 15, 45, tzinfo=UTC),
+) -> LogRecord:
     return LogRecord(
         logged_at=logged_at,
         request_id=f"req-{i}",
@@ -33,7 +37,7 @@ def record(i: int, logged_at: datetime = datetime(2013, 1, 15, 23, 59, tzinfo=UT
         model_name="delay_model",
         model_version="3",
         latency_ms=1.5,
-        request={"carrier": "B6", "scheduled_departure": datetime(2013, 1, 15, 15, 45, tzinfo=UTC)},
+        request={"carrier": "B6", "scheduled_departure": departure},
         features=FEATURES,
         row=i % 2,
         predicted_arr_delay=12.25,
@@ -69,16 +73,48 @@ def test_a_line_holds_request_features_prediction_version_latency_and_id() -> No
     }
 
 
-def test_records_go_to_the_file_of_their_utc_day(tmp_path: Path) -> None:
+def test_records_go_to_the_file_of_their_flights_local_day(tmp_path: Path) -> None:
+    """The folder is the flight's day at America/New_York, not the day (UTC or local) it was logged."""
     log = PredictionLog(tmp_path, file_stem="host-1", flush_seconds=3600)
-    log.append([record(0), record(1, datetime(2013, 1, 16, 0, 0, 1, tzinfo=UTC))])
-    assert log.flush() == 2
-    assert [r["request_id"] for r in lines(tmp_path / "2013-01-15" / "host-1.jsonl")] == ["req-0"]
-    assert [r["request_id"] for r in lines(tmp_path / "2013-01-16" / "host-1.jsonl")] == ["req-1"]
-    log.append([record(2)])
+    in_2026 = datetime(2026, 5, 1, 12, tzinfo=UTC)  # the demo serves 2013 flights in 2026
+    log.append(
+        [
+            record(0),
+            # 03:30 UTC on the 16th is 22:30 on the 15th in New York: a flight of the 15th
+            record(1, in_2026, departure=datetime(2013, 1, 16, 3, 30, tzinfo=UTC)),
+            record(2, in_2026, departure=datetime(2013, 1, 16, 15, tzinfo=UTC)),
+            # summer time: 03:59 UTC is 23:59 EDT on the 9th, 04:00 UTC is midnight of the 10th
+            record(3, in_2026, departure=datetime(2013, 7, 10, 3, 59, tzinfo=UTC)),
+            record(4, in_2026, departure=datetime(2013, 7, 10, 4, 0, tzinfo=UTC)),
+        ]
+    )
+    assert log.flush() == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "2013-01-15",
+        "2013-01-16",
+        "2013-07-09",
+        "2013-07-10",
+    ]
+    assert [r["request_id"] for r in lines(tmp_path / "2013-01-15" / "host-1.jsonl")] == ["req-0", "req-1"]
+    assert [r["request_id"] for r in lines(tmp_path / "2013-01-16" / "host-1.jsonl")] == ["req-2"]
+    assert [r["request_id"] for r in lines(tmp_path / "2013-07-09" / "host-1.jsonl")] == ["req-3"]
+    assert [r["request_id"] for r in lines(tmp_path / "2013-07-10" / "host-1.jsonl")] == ["req-4"]
+    log.append([record(5, datetime(2013, 1, 17, tzinfo=UTC))])  # logged two days later: same file
     log.close()
-    assert [r["request_id"] for r in lines(tmp_path / "2013-01-15" / "host-1.jsonl")] == ["req-0", "req-2"]
-    assert log.written == 3 and log.lost == 0
+    assert [r["request_id"] for r in lines(tmp_path / "2013-01-15" / "host-1.jsonl")] == [
+        "req-0",
+        "req-1",
+        "req-5",
+    ]
+    assert log.written == 6 and log.lost == 0
+
+
+def test_the_flight_day_is_the_local_scheduled_date() -> None:
+    assert flight_day(datetime(2013, 3, 10, 4, 59, tzinfo=UTC)) == date(2013, 3, 9)  # 23:59 EST
+    assert flight_day(datetime(2013, 3, 10, 5, 0, tzinfo=UTC)) == date(2013, 3, 10)
+    assert flight_day(datetime(2013, 3, 10, 5, 0)) == date(2013, 3, 10)  # naive: UTC
+    as_text = record(0, departure=datetime(2013, 1, 16, 3, 30, tzinfo=UTC))
+    assert as_text.flight_day() == date(2013, 1, 15)
 
 
 def test_the_writer_flushes_when_full_and_on_time(tmp_path: Path) -> None:

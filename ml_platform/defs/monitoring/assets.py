@@ -27,8 +27,16 @@ from ml_platform.lib.versioning import code_version_of_names
 from ml_platform.resources import MlflowResource, MonitoringResource, VersionedStoreResource
 
 #: Profile asset -> the asset whose daily partitions it profiles.
-PROFILED = {"flight_feature_profiles": "flight_features", "validated_flight_profiles": "validated_flights"}
+PROFILED = {
+    "flight_feature_profiles": "flight_features",
+    "validated_flight_profiles": "validated_flights",
+    "prediction_log_profiles": "prediction_log",
+}
 FEATURE_PROFILES = "flight_feature_profiles"
+#: The profiles of the online predictions: in the monitoring job with the log (not the data job).
+PREDICTION_LOG_PROFILES = "prediction_log_profiles"
+#: Sources whose day may be absent (no online prediction of the day's flights): nothing to profile.
+OPTIONAL_SOURCES = frozenset({"prediction_log"})
 DRIFT = "drift_report"
 CHECK = "no_feature_drift"
 MODEL = "delay_model"
@@ -147,7 +155,15 @@ def build_monitoring_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
 
 def _profile_asset(name: str, source: str, build: AssetBuild) -> dg.AssetsDefinition:
     parts = build.partitioning
-    code_version = code_version_of_names(*PROFILE_MODULES)
+    # a log row also says who asked and where it was read: not features of the flight
+    not_profiled: tuple[str, ...] = ()
+    modules: tuple[str, ...] = PROFILE_MODULES
+    if source == "prediction_log":
+        from ml_platform.lib.serving.prediction_log import NOT_PROFILED
+
+        not_profiled = NOT_PROFILED
+        modules = (*PROFILE_MODULES, "ml_platform.lib.serving.prediction_log")
+    code_version = code_version_of_names(*modules)
 
     @dg.asset(
         name=name,
@@ -156,7 +172,8 @@ def _profile_asset(name: str, source: str, build: AssetBuild) -> dg.AssetsDefini
         deps=[source],
         op_tags=k8s_tags(name, "small"),
         partitions_def=parts.daily,
-        backfill_policy=build.backfill_policy,
+        # the data job's policy; none in the monitoring job, like its other assets (one run per day)
+        backfill_policy=None if source in OPTIONAL_SOURCES else build.backfill_policy,
         output_required=False,  # a range run reports per-partition events (PartitionReporter)
         code_version=code_version,
         automation_condition=build.automation,
@@ -178,9 +195,14 @@ def _profile_asset(name: str, source: str, build: AssetBuild) -> dg.AssetsDefini
         sources = RecordedVersions(context.instance, dg.AssetKey(source), reporter.partitions, table=source)
         published = RecordedVersions(context.instance, context.asset_key, reporter.partitions, table=name)
         for partition in reporter.partitions:
+            if source in OPTIONAL_SOURCES and sources.get(partition) is None:
+                context.log.info(f"{name}[{partition}]: {source}[{partition}] is not materialized; skipped")
+                continue
             (pin,) = sources.require([partition])
             frame = profiles.with_route(read_pinned(store, [pin]).drop(PARTITION_COLUMN))
-            kinds = profiles.profiled_columns(frame, exclude=[c for c in frame.columns if c.startswith("_")])
+            kinds = profiles.profiled_columns(
+                frame, exclude=[c for c in frame.columns if c.startswith("_") or c in not_profiled]
+            )
             view = profiles.profile_frame(frame, date.fromisoformat(partition), kinds)
             blob = profiles.serialize(view)
             row = pl.DataFrame(
@@ -218,7 +240,8 @@ def _profile_asset(name: str, source: str, build: AssetBuild) -> dg.AssetsDefini
                     ),
                 )
             )
-        yield from reporter.finish()
+        if reporter.results or reporter.ranged:
+            yield from reporter.finish()
 
     return _asset
 

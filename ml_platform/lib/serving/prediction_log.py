@@ -1,9 +1,14 @@
 """The online prediction log: one JSON line per served prediction, appended to daily files.
 
-Layout: ``<prediction_log_dir>/<UTC date>/<host>-<pid>.jsonl``. The date is the UTC day the line
-was logged; ``<host>-<pid>`` keeps the files of concurrent workers and pods apart (each file has
-one writer, so lines never interleave). The ``prediction_log`` asset turns a day's folder into a
-Delta partition; it reads every ``*.jsonl`` of the folder.
+Layout: ``<prediction_log_dir>/<flight date>/<host>-<pid>.jsonl``. The date is the *flight's* day,
+not the day the line was logged: the scheduled departure's local date at ``America/New_York``, the
+``flight_date`` of ``flight_features`` (:func:`flight_day`). Monitoring judges the online
+predictions of day D against the actuals of D's flights (``live_performance``), whenever the
+predictions were made (the demo replays 2013 while the wall clock says 2026). One batch may hold
+flights of several days: each line goes to its own day's file. ``<host>-<pid>`` keeps the files of
+concurrent workers and pods apart (each file has one writer, so lines never interleave). The
+``prediction_log`` asset turns a day's folder into a Delta partition (:func:`read_day`); it reads
+every ``*.jsonl`` of the folder.
 
 A line (keys always present; ``null`` where a value is unknown)::
 
@@ -24,10 +29,20 @@ every ``flush_seconds``, or as soon as it holds ``flush_lines`` records, and :me
 what is left (the service calls it on shutdown). A write that fails is reported to ``on_error``
 with the records it lost (the service counts them in ``mlp_request_errors_total{kind=
 "PredictionLogError"}`` and prints the error to stderr); the buffer then moves on.
+
+Reading a day (:func:`read_day`, no Dagster involved) takes each file up to its last complete line
+at the moment it is read: a writer may be appending to it, and a half-written last line is left for
+a later read (its bytes are reported as ``pending_bytes``, never parsed). Per file it records the
+name, the bytes read, the lines and the sha256 of exactly those bytes, so an auditor can re-read
+the same prefix of the file and check it. Each line is checked and flattened into one row of
+:data:`LOG_SCHEMA`; a line that is not valid JSON, lacks a key, carries a value of the wrong type
+or a flight of another day is *quarantined* (:data:`QUARANTINE_SCHEMA`: file, line number, byte
+offset, reason and the raw line), never dropped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -35,12 +50,29 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import polars as pl
+
+from ml_platform.lib.features.transforms import LOCAL_TZ
+from ml_platform.lib.online.features import FEATURE_SCHEMA, REQUEST_COLUMNS, REQUEST_SCHEMA
+from ml_platform.lib.training.data import INPUT_COLUMNS
+
+_LOCAL_TZ: Final = ZoneInfo(LOCAL_TZ)
+
+
+def flight_day(scheduled_departure: datetime) -> date:
+    """The flight's day: the scheduled departure's local date (``flight_date`` of ``flight_features``).
+
+    A naive datetime is taken as UTC (requests carry aware UTC departures).
+    """
+    if scheduled_departure.tzinfo is None:
+        scheduled_departure = scheduled_departure.replace(tzinfo=UTC)
+    return scheduled_departure.astimezone(_LOCAL_TZ).date()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +91,22 @@ class LogRecord:
     row: int
     predicted_arr_delay: float
     delay_probability: float
+
+    def flight_day(self) -> date:
+        """The day whose file the line goes to: its flight's day (:func:`flight_day`).
+
+        A request without a usable departure (never the service's: it validates them) goes to the
+        UTC day it was logged; reading that day quarantines the line.
+        """
+        departure = self.request.get("scheduled_departure")
+        if isinstance(departure, str):
+            try:
+                departure = datetime.fromisoformat(departure)
+            except ValueError:
+                departure = None
+        if isinstance(departure, datetime):
+            return flight_day(departure)
+        return self.logged_at.astimezone(UTC).date()
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON object of the line."""
@@ -140,7 +188,7 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
 
     def path_for(self, day: date) -> Path:
-        """The file of ``day`` this writer appends to."""
+        """The file of flight day ``day`` this writer appends to."""
         return self.folder / day.isoformat() / f"{self.file_stem}.jsonl"
 
     def start(self) -> None:
@@ -166,7 +214,7 @@ class PredictionLog:
         with self._write_lock:
             by_file: dict[Path, list[LogRecord]] = {}
             for record in records:
-                by_file.setdefault(self.path_for(record.logged_at.date()), []).append(record)
+                by_file.setdefault(self.path_for(record.flight_day()), []).append(record)
             written = 0
             for path, batch in by_file.items():
                 try:
@@ -198,3 +246,279 @@ class PredictionLog:
             self._thread.join(timeout=30)
             self._thread = None
         self.flush()
+
+
+# -- reading a day's folder -------------------------------------------------------------------------
+
+#: Where each column of a log line comes from: the top level, the request, the features, the prediction.
+TOP_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "logged_at": pl.Datetime("us", "UTC"),
+    "request_id": pl.String(),
+    "endpoint": pl.String(),
+    "index": pl.Int64(),
+    "model_name": pl.String(),
+    "model_version": pl.String(),
+    "latency_ms": pl.Float64(),
+}
+#: The model's inputs not already in the request, plus the feature row's day, weather time and cutoff.
+FEATURE_LOG_COLUMNS: Final = (
+    "flight_date",
+    *(c for c in INPUT_COLUMNS if c not in REQUEST_COLUMNS),
+    "weather_observed_at",
+    "aggregates_as_of",
+)
+PREDICTION_COLUMNS: Final = ("predicted_arr_delay", "delay_probability")
+#: Columns naming where a row was read from (not features: profiles leave them out).
+SOURCE_COLUMNS: Final = ("source_file", "source_line")
+#: One row per logged prediction: the ``prediction_log`` Delta table (partitioned by flight day).
+LOG_SCHEMA: Final[dict[str, pl.DataType]] = {
+    **TOP_SCHEMA,
+    **REQUEST_SCHEMA,
+    **{c: FEATURE_SCHEMA[c] for c in FEATURE_LOG_COLUMNS},
+    **{c: pl.Float64() for c in PREDICTION_COLUMNS},
+    "source_file": pl.String(),
+    "source_line": pl.Int64(),
+}
+#: Columns of a log row that identify or describe the request, not the flight (profiles skip them).
+NOT_PROFILED: Final = ("logged_at", "request_id", "endpoint", "index", "model_name", *SOURCE_COLUMNS)
+#: The reason column of a quarantined line (the name validation's quarantine tables use).
+QUARANTINE_REASON: Final = "_quarantine_reason"
+#: One row per line that could not be read as a prediction: ``quarantine_prediction_log``.
+QUARANTINE_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "source_file": pl.String(),
+    "source_line": pl.Int64(),
+    "byte_offset": pl.Int64(),
+    QUARANTINE_REASON: pl.String(),
+    "raw_line": pl.String(),
+}
+#: Top-level values that may be null (unknown); every other top-level, request and prediction value
+#: is required. Feature values may be null (no recent weather, a key the online store did not know).
+_NULLABLE_TOP: Final = frozenset({"latency_ms"})
+#: Longest raw line kept in the quarantine (a runaway line is cut, its reason says so).
+MAX_RAW_CHARS: Final = 65_536
+
+
+class MalformedLine(ValueError):
+    """A log line that cannot be read as one prediction (the message is the quarantine reason)."""
+
+
+@dataclass(frozen=True)
+class LogFileRead:
+    """What was read of one log file: its complete lines at the time of reading."""
+
+    #: The file's name in the day's folder (``<host>-<pid>.jsonl``).
+    name: str
+    #: Bytes read: the file up to and including its last newline.
+    bytes_read: int
+    #: Complete lines in those bytes (blank ones included).
+    lines: int
+    #: sha256 of exactly the bytes read (``head -c <bytes_read> <file> | sha256sum``).
+    sha256: str
+    #: Bytes after the last newline, left for a later read (a line being written).
+    pending_bytes: int
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The file's entry in the asset's ``lineage/source``."""
+        return {
+            "file": self.name,
+            "bytes_read": self.bytes_read,
+            "lines": self.lines,
+            "sha256": self.sha256,
+            "pending_bytes": self.pending_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class LogDay:
+    """One flight day of the log, read and checked."""
+
+    day: date
+    folder: Path
+    #: One row per valid line (:data:`LOG_SCHEMA`).
+    frame: pl.DataFrame
+    #: One row per malformed line (:data:`QUARANTINE_SCHEMA`).
+    quarantined: pl.DataFrame
+    files: list[LogFileRead] = field(default_factory=list)
+
+    @property
+    def lines(self) -> int:
+        """Non-blank complete lines read: rows plus quarantined lines."""
+        return self.frame.height + self.quarantined.height
+
+    def reasons(self) -> dict[str, int]:
+        """Quarantined lines by the first clause of their reason (``"not JSON"``, ``"request.flight"``)."""
+        counts: dict[str, int] = {}
+        for reason in self.quarantined[QUARANTINE_REASON].to_list():
+            key = str(reason).split(":", 1)[0]
+            counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def read_complete(path: Path) -> tuple[bytes, LogFileRead]:
+    """The complete lines of ``path`` as they are now, and what was read.
+
+    The size is taken once; bytes appended after it, and a last line without its newline yet,
+    are not read (the next read of the day gets them).
+    """
+    with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        data = handle.read(size)
+    end = data.rfind(b"\n") + 1
+    complete = data[:end]
+    return complete, LogFileRead(
+        name=path.name,
+        bytes_read=len(complete),
+        lines=complete.count(b"\n"),
+        sha256=hashlib.sha256(complete).hexdigest(),
+        pending_bytes=len(data) - end,
+    )
+
+
+def read_day(folder: Path, day: date) -> LogDay | None:
+    """Every complete line of ``<folder>/<day>/*.jsonl``, parsed, or None when there is none.
+
+    None means nothing to publish: the folder is missing, holds no ``*.jsonl`` file, or its files
+    hold no complete non-blank line yet. Files are read in name order.
+    """
+    where = Path(folder) / day.isoformat()
+    if not where.is_dir():
+        return None
+    rows: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    files: list[LogFileRead] = []
+    for path in sorted(p for p in where.glob("*.jsonl") if p.is_file()):
+        data, read = read_complete(path)
+        files.append(read)
+        file_rows, file_bad = parse_lines(data, read.name, day)
+        rows.extend(file_rows)
+        bad.extend(file_bad)
+    if not rows and not bad:
+        return None
+    return LogDay(
+        day=day,
+        folder=where,
+        frame=pl.DataFrame(rows, schema=LOG_SCHEMA, orient="row")
+        if rows
+        else pl.DataFrame(schema=LOG_SCHEMA),
+        quarantined=pl.DataFrame(bad, schema=QUARANTINE_SCHEMA, orient="row")
+        if bad
+        else pl.DataFrame(schema=QUARANTINE_SCHEMA),
+        files=files,
+    )
+
+
+def parse_lines(
+    data: bytes, source_file: str, day: date
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows (:data:`LOG_SCHEMA`) and quarantined lines (:data:`QUARANTINE_SCHEMA`) of ``data``.
+
+    ``data`` holds complete lines (each ending with a newline); blank lines are skipped.
+    """
+    rows: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    offset = 0
+    for number, raw in enumerate(data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"), 1):
+        start, offset = offset, offset + len(raw) + 1
+        if not raw.strip():
+            continue
+        try:
+            row = parse_line(raw, day)
+        except MalformedLine as exc:
+            text = raw.decode("utf-8", errors="replace")
+            bad.append(
+                {
+                    "source_file": source_file,
+                    "source_line": number,
+                    "byte_offset": start,
+                    QUARANTINE_REASON: str(exc)
+                    + (f" (line cut at {MAX_RAW_CHARS} characters)" if len(text) > MAX_RAW_CHARS else ""),
+                    "raw_line": text[:MAX_RAW_CHARS],
+                }
+            )
+            continue
+        row["source_file"] = source_file
+        row["source_line"] = number
+        rows.append(row)
+    return rows, bad
+
+
+def parse_line(raw: bytes, day: date) -> dict[str, Any]:
+    """One line as a flat row of :data:`LOG_SCHEMA` (without the source columns).
+
+    Raises:
+        MalformedLine: not UTF-8 or not a JSON object; a key missing; a value of the wrong type or
+            a required value null; a flight whose day is not ``day``.
+    """
+    try:
+        line = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise MalformedLine(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedLine(f"not JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(line, dict):
+        raise MalformedLine(f"not JSON: a {type(line).__name__}, not an object")
+    row: dict[str, Any] = {}
+    for name, dtype in TOP_SCHEMA.items():
+        row[name] = _value(line, name, name, dtype, nullable=name in _NULLABLE_TOP)
+    request = _section(line, "request")
+    for name, dtype in REQUEST_SCHEMA.items():
+        row[name] = _value(request, name, f"request.{name}", dtype, nullable=False)
+    features = _section(line, "features")
+    for name in FEATURE_LOG_COLUMNS:
+        row[name] = _value(features, name, f"features.{name}", FEATURE_SCHEMA[name], nullable=True)
+    prediction = _section(line, "prediction")
+    for name in PREDICTION_COLUMNS:
+        row[name] = _value(prediction, name, f"prediction.{name}", pl.Float64(), nullable=False)
+    flown = flight_day(row["scheduled_departure"])
+    if flown != day:
+        raise MalformedLine(f"another day: a flight of {flown} in the folder of {day}")
+    return row
+
+
+def _section(line: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    if name not in line:
+        raise MalformedLine(f"{name}: missing")
+    value = line[name]
+    if not isinstance(value, dict):
+        raise MalformedLine(f"{name}: not an object ({type(value).__name__})")
+    return value
+
+
+def _value(section: Mapping[str, Any], name: str, where: str, dtype: pl.DataType, *, nullable: bool) -> Any:
+    """``section[name]`` converted to ``dtype``'s Python value."""
+    if name not in section:
+        raise MalformedLine(f"{where}: missing")
+    value = section[name]
+    if value is None:
+        if nullable:
+            return None
+        raise MalformedLine(f"{where}: null")
+    if dtype == pl.String:
+        if isinstance(value, str):
+            return value
+    elif dtype == pl.Int64:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif dtype == pl.Float64:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+            if math.isfinite(number):
+                return number
+    elif isinstance(dtype, pl.Datetime):
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                raise MalformedLine(f"{where}: not an ISO 8601 datetime ({value[:40]!r})") from None
+            if moment.tzinfo is None:
+                raise MalformedLine(f"{where}: a datetime without offset ({value[:40]!r})")
+            return moment.astimezone(UTC)
+    elif dtype == pl.Date:
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                raise MalformedLine(f"{where}: not an ISO date ({value[:40]!r})") from None
+    else:  # pragma: no cover - the schemas above use only these types
+        raise TypeError(f"{where}: no conversion for {dtype}")
+    raise MalformedLine(f"{where}: expected {dtype}, got {type(value).__name__} ({str(value)[:40]!r})")

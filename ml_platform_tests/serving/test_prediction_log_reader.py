@@ -1,0 +1,223 @@
+"""Reading a day of the prediction log: complete lines only, hashes of what was read, quarantine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from ml_platform.lib.online.features import FEATURE_COLUMNS, FEATURE_SCHEMA
+from ml_platform.lib.serving.prediction_log import (
+    LOG_SCHEMA,
+    QUARANTINE_REASON,
+    QUARANTINE_SCHEMA,
+    LogRecord,
+    PredictionLog,
+    read_complete,
+    read_day,
+    to_json_line,
+)
+from ml_platform.lib.training.data import INPUT_COLUMNS
+
+DAY = date(2013, 1, 15)
+
+
+def features(departure: datetime, carrier: str = "B6") -> pl.DataFrame:
+    """A one-row online feature frame with every column (weather unknown)."""
+    row: dict[str, Any] = {}
+    for name, dtype in FEATURE_SCHEMA.items():
+        if dtype == pl.String:
+            row[name] = "x"
+        elif dtype == pl.Int64:
+            row[name] = 3
+        elif dtype == pl.Float64:
+            row[name] = 1.5
+        else:
+            row[name] = None
+    row.update(
+        carrier=carrier,
+        flight=725,
+        origin="JFK",
+        dest="BQN",
+        scheduled_departure=departure,
+        flight_date=departure.astimezone(UTC).date(),
+        temp=None,  # no recent observation: null weather, kept as null
+        aggregates_as_of=datetime(2013, 1, 15, 5, tzinfo=UTC),
+    )
+    frame = pl.DataFrame([row], schema=FEATURE_SCHEMA)
+    assert frame.columns == list(FEATURE_COLUMNS)
+    return frame
+
+
+def record(i: int, departure: datetime = datetime(2013, 1, 15, 15, 45, tzinfo=UTC)) -> LogRecord:
+    return LogRecord(
+        logged_at=datetime(2026, 5, 1, 12, 0, i, tzinfo=UTC),
+        request_id=f"req-{i}",
+        endpoint="predict_batch",
+        index=i,
+        model_name="delay_model",
+        model_version="3",
+        latency_ms=2.5,
+        request={
+            "carrier": "B6",
+            "flight": 725,
+            "origin": "JFK",
+            "dest": "BQN",
+            "scheduled_departure": departure,
+            "distance": 1576.0,
+        },
+        features=features(departure),
+        row=0,
+        predicted_arr_delay=10.0 + i,
+        delay_probability=0.25,
+    )
+
+
+def write(tmp_path: Path, records: list[LogRecord], stem: str = "host-1") -> None:
+    log = PredictionLog(tmp_path, file_stem=stem)
+    log.append(records)
+    log.close()
+
+
+def test_a_day_is_read_into_typed_flat_rows_with_the_model_inputs(tmp_path: Path) -> None:
+    write(tmp_path, [record(0), record(1)])
+    write(tmp_path, [record(2)], stem="host-2")
+    day = read_day(tmp_path, DAY)
+    assert day is not None
+    assert day.frame.schema == pl.Schema(LOG_SCHEMA)
+    assert set(INPUT_COLUMNS) <= set(day.frame.columns)
+    assert day.quarantined.height == 0 and day.quarantined.schema == pl.Schema(QUARANTINE_SCHEMA)
+    assert day.frame["request_id"].to_list() == ["req-0", "req-1", "req-2"]
+    assert day.frame["source_file"].to_list() == ["host-1.jsonl", "host-1.jsonl", "host-2.jsonl"]
+    assert day.frame["source_line"].to_list() == [1, 2, 1]
+    first = day.frame.row(0, named=True)
+    assert first["scheduled_departure"] == datetime(2013, 1, 15, 15, 45, tzinfo=UTC)
+    assert first["logged_at"] == datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+    assert first["predicted_arr_delay"] == 10.0 and first["delay_probability"] == 0.25
+    assert first["model_version"] == "3" and first["latency_ms"] == 2.5
+    assert first["temp"] is None and first["flight_date"] == DAY
+    assert [f.name for f in day.files] == ["host-1.jsonl", "host-2.jsonl"]
+
+
+def test_only_complete_lines_are_read_and_hashed(tmp_path: Path) -> None:
+    write(tmp_path, [record(0), record(1)])
+    path = tmp_path / DAY.isoformat() / "host-1.jsonl"
+    complete = path.read_bytes()
+    half = to_json_line(record(2))[:100].encode()
+    with path.open("ab") as handle:  # a writer in the middle of a line
+        handle.write(half)
+    data, read = read_complete(path)
+    assert data == complete
+    assert read.bytes_read == len(complete) and read.lines == 2 and read.pending_bytes == len(half)
+    assert read.sha256 == hashlib.sha256(path.read_bytes()[: read.bytes_read]).hexdigest()
+    day = read_day(tmp_path, DAY)
+    assert day is not None and day.frame.height == 2 and day.quarantined.height == 0
+    assert day.files[0].to_metadata() == {
+        "file": "host-1.jsonl",
+        "bytes_read": len(complete),
+        "lines": 2,
+        "sha256": hashlib.sha256(complete).hexdigest(),
+        "pending_bytes": len(half),
+    }
+    with path.open("ab") as handle:  # the line is finished: the next read has it
+        handle.write(to_json_line(record(2)).encode()[100:])
+    again = read_day(tmp_path, DAY)
+    assert again is not None and again.frame["request_id"].to_list() == ["req-0", "req-1", "req-2"]
+    assert again.files[0].pending_bytes == 0
+
+
+def _line(**changes: Any) -> str:
+    line = json.loads(to_json_line(record(0)))
+    for dotted, value in changes.items():
+        *parents, key = dotted.split("__")
+        target = line
+        for parent in parents:
+            target = target[parent]
+        if value is _DELETE:
+            del target[key]
+        else:
+            target[key] = value
+    return json.dumps(line)
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not JSON: a list"),
+        (_line(request_id=_DELETE), "request_id: missing"),
+        (_line(request__flight="725"), "request.flight: expected Int64, got str"),
+        (
+            _line(request__scheduled_departure="2013-01-15T15:45:00"),
+            "request.scheduled_departure: a datetime without offset",
+        ),
+        (_line(prediction__delay_probability=None), "prediction.delay_probability: null"),
+        (_line(features=_DELETE), "features: missing"),
+        (_line(features__origin_flights_7d=True), "features.origin_flights_7d: expected Int64, got bool"),
+        (
+            _line(request__scheduled_departure="2013-01-16T15:45:00+00:00"),
+            "another day: a flight of 2013-01-16",
+        ),
+    ],
+)
+def test_a_malformed_line_is_quarantined_with_its_reason_never_dropped(
+    tmp_path: Path, line: str, reason: str
+) -> None:
+    write(tmp_path, [record(0)])
+    path = tmp_path / DAY.isoformat() / "host-1.jsonl"
+    offset = path.stat().st_size
+    with path.open("a") as handle:
+        handle.write(line + "\n\n")  # and a blank line, which is no line at all
+    write(tmp_path, [record(1)])
+    day = read_day(tmp_path, DAY)
+    assert day is not None
+    assert day.frame["request_id"].to_list() == ["req-0", "req-1"]
+    assert day.frame["source_line"].to_list() == [1, 4]
+    (bad,) = day.quarantined.iter_rows(named=True)
+    assert bad[QUARANTINE_REASON].startswith(reason), bad[QUARANTINE_REASON]
+    assert bad["source_file"] == "host-1.jsonl" and bad["source_line"] == 2 and bad["byte_offset"] == offset
+    assert bad["raw_line"] == line
+    assert day.lines == 3 and day.files[0].lines == 4
+    assert sum(day.reasons().values()) == 1
+
+
+def test_bytes_that_are_not_utf8_are_quarantined(tmp_path: Path) -> None:
+    folder = tmp_path / DAY.isoformat()
+    folder.mkdir()
+    (folder / "w.jsonl").write_bytes(b'{"a": "\xff"}\n' + to_json_line(record(0)).encode())
+    day = read_day(tmp_path, DAY)
+    assert day is not None and day.frame.height == 1
+    assert day.quarantined[QUARANTINE_REASON][0].startswith("not UTF-8")
+
+
+def test_a_missing_or_empty_folder_is_nothing_to_publish(tmp_path: Path) -> None:
+    assert read_day(tmp_path, DAY) is None
+    folder = tmp_path / DAY.isoformat()
+    folder.mkdir()
+    assert read_day(tmp_path, DAY) is None
+    (folder / "notes.txt").write_text("not a log file\n")
+    (folder / "w.jsonl").write_text("")
+    assert read_day(tmp_path, DAY) is None
+    (folder / "w.jsonl").write_text(to_json_line(record(0))[:50])  # only a line being written
+    assert read_day(tmp_path, DAY) is None
+
+
+def test_lines_of_several_days_in_one_batch_are_read_by_their_day(tmp_path: Path) -> None:
+    late = datetime(2013, 1, 16, 3, 30, tzinfo=UTC)  # 22:30 on the 15th in New York
+    next_day = datetime(2013, 1, 16, 15, tzinfo=UTC)
+    write(
+        tmp_path, [record(0), record(1, late), record(2, next_day), record(3, next_day + timedelta(hours=1))]
+    )
+    fifteenth, sixteenth = read_day(tmp_path, DAY), read_day(tmp_path, date(2013, 1, 16))
+    assert fifteenth is not None and sixteenth is not None
+    assert fifteenth.frame["request_id"].to_list() == ["req-0", "req-1"]
+    assert sixteenth.frame["request_id"].to_list() == ["req-2", "req-3"]
+    assert fifteenth.quarantined.height == sixteenth.quarantined.height == 0
