@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install checkov demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor bench-scale clean-data audit
+.PHONY: install checkov demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor bench-scale clean-data audit serve
 
 # torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
 # pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
@@ -37,6 +37,9 @@ demo: install  ## raw -> features for 2013-01-01..2013-03-31, the weekly models,
 
 replay: install  ## replay days forward after the demo (automation + retrain sensor, tick by tick)
 	$(BIN)/mlp replay
+
+serve: install  ## serve the champion's Bento (built by delay_bento) on http://127.0.0.1:3000 until Ctrl-C
+	$(BIN)/mlp serve $(SERVE_ARGS)
 
 ui: install  ## Dagster UI + daemon (dagster dev) on the same instance as the demo
 	$(BIN)/mlp ui

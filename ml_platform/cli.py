@@ -1,4 +1,4 @@
-"""The ``mlp`` command: demo, ui and mlflow-ui; promote, rollback, audit and champion for the registry."""
+"""The ``mlp`` command: demo, ui, mlflow-ui, serve; promote, rollback, audit and champion for the registry."""
 
 from __future__ import annotations
 
@@ -400,6 +400,178 @@ def champion() -> None:
     from ml_platform.settings import PlatformSettings
 
     _print_champion(PlatformSettings())
+
+
+@app.command()
+def serve(
+    port: int = typer.Option(3000, help="Port of the HTTP server (`make ui` uses 3000 too: pick another)."),
+    host: str = typer.Option("127.0.0.1", help="Host to bind."),
+) -> None:
+    """Serve the champion's Bento (the delay_bento built for it) with `bentoml serve`, until Ctrl-C.
+
+    The Bento is the one the latest delay_bento materialization recorded for the current champion
+    version, in the platform's BENTOML_HOME; the server reads the online store of these settings.
+    """
+    from ml_platform.defs.monitoring.assets import version_record
+    from ml_platform.defs.serving.bento import BENTO_TAG, bento_record
+    from ml_platform.defs.serving.bento import NAME as DELAY_BENTO
+    from ml_platform.instance import open_instance
+    from ml_platform.lib.serving.bento import bento_path, bentoml_command, bentoml_env
+    from ml_platform.settings import PlatformSettings
+
+    settings = PlatformSettings()
+    registry = _registry(settings)
+    version = registry.champion()
+    if version is None:
+        console.print(
+            f"[red]{settings.registered_model} has no champion yet[/]: promote a model week first"
+            " (`make demo`, or `mlp promote --version N --approver NAME` under the manual policy)."
+        )
+        raise typer.Exit(1)
+    instance = open_instance(settings)
+    record = bento_record(instance, settings.registered_model, version)
+    if record is None or record.asset_materialization is None:
+        model = version_record(instance, "delay_model", version)
+        week = model.asset_materialization.partition if model and model.asset_materialization else None
+        where = f"{DELAY_BENTO}[{week}]" if week else DELAY_BENTO
+        console.print(
+            f"[red]No Bento of the champion, {settings.registered_model} v{version}, yet.[/] Build it first:"
+            f" materialize {where} (`make ui`: Assets -> {DELAY_BENTO} -> Materialize"
+            + (f" week {week}" if week else "")
+            + "), or rerun weekly_model_job for that week; `make demo` builds the Bento of each"
+            " week it trains."
+        )
+        raise typer.Exit(1)
+    mat = record.asset_materialization
+    tag = str(mat.metadata[BENTO_TAG].value)
+    home = settings.bentoml_home
+    if not bento_path(home, tag).exists():
+        console.print(
+            f"[red]The Bento {tag}[/] ({DELAY_BENTO}[{mat.partition}], run {record.run_id}) is not in"
+            f" {home}: rematerialize {DELAY_BENTO}[{mat.partition}] on this machine."
+        )
+        raise typer.Exit(1)
+    url = f"http://{host}:{port}"
+    store_text, snapshot_day = _online_snapshot(settings)
+    console.print(
+        f"Serving [bold]{settings.registered_model} v{version}[/] (champion) from Bento [bold]{tag}[/]"
+        f" ({DELAY_BENTO}[{mat.partition}])\n"
+        f"  URL: {url}  (ready: {url}/readyz, metrics: {url}/metrics, API docs: {url}/docs)\n"
+        f"  online store: {store_text}"
+    )
+    # one line each, whatever the terminal's width, so they can be copied
+    console.print(f"  try: {_curl_example(settings, url, snapshot_day)}", soft_wrap=True, highlight=False)
+    console.print("  Ctrl-C stops it.")
+    command = [bentoml_command(), "serve", tag, "--host", host, "--port", str(port)]
+    console.print(f"$ BENTOML_HOME={home} {' '.join(command)}", soft_wrap=True, highlight=False)
+    env = bentoml_env(home)
+    env["MLP_ROOT_DIR"] = str(settings.root_dir)  # the service resolves the same store and log paths
+    _run_until_interrupted(command, env)
+
+
+def _online_snapshot(settings: PlatformSettings) -> tuple[str, date | None]:
+    """The online store with the day of its snapshot (or why predictions will answer 503), and that day."""
+    from ml_platform.lib.online import open_online_store
+    from ml_platform.lib.online.store import OnlineStoreError
+
+    try:
+        store = open_online_store(
+            settings.online_store_url, settings.online_store_path, namespace=settings.online_store_namespace
+        )
+    except OnlineStoreError as exc:
+        return f"[yellow]{exc}[/]", None
+    try:
+        info = store.info()
+    except OnlineStoreError as exc:
+        return f"[yellow]{exc}[/] (predictions answer 503 until it is reachable)", None
+    finally:
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
+    if info is None:
+        return (
+            f"{store.describe()} [yellow]holds no snapshot[/]: predictions answer 503 until online_features"
+            " is materialized (`make demo` does)",
+            None,
+        )
+    return f"{store.describe()}, snapshot of {info.day}", info.day
+
+
+def _curl_example(settings: PlatformSettings, url: str, day: date | None) -> str:
+    """A request for a flight of the snapshot's day (United, Newark to Houston)."""
+    auth = " -H 'Authorization: Bearer $MLP_SERVING_API_TOKEN'" if settings.serving_api_token else ""
+    body = json.dumps(
+        {
+            "carrier": "UA",
+            "flight": 1545,
+            "origin": "EWR",
+            "dest": "IAH",
+            "scheduled_departure": f"{day or date.today()}T17:00:00Z",
+            "distance": 1400,
+        }
+    )
+    return f"curl -s -X POST {url}/predict -H 'Content-Type: application/json'{auth} -d '{body}'"
+
+
+def _run_until_interrupted(command: list[str], env: dict[str, str]) -> None:
+    """Run the server ``command`` in its own session until it exits, or until Ctrl-C or SIGTERM.
+
+    Then the server gets SIGTERM (BentoML finishes in-flight requests, runs the shutdown hooks, which
+    flush the prediction log, and stops its workers) and 30 s to exit; a second Ctrl-C, or the 30 s,
+    kill it and its workers. The
+    handlers are installed explicitly: a shell that starts ``mlp`` in the background leaves SIGINT
+    ignored, and Ctrl-C must still stop the server.
+    """
+    import signal
+    import subprocess
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        process = subprocess.Popen(command, env=env, start_new_session=True)
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            console.print("\nstopping the server ...")
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except (KeyboardInterrupt, subprocess.TimeoutExpired):
+                _kill_tree(process.pid)
+                process.wait()
+            console.print("stopped.")
+            return
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code != 0:
+        console.print(f"[red]bentoml serve exited with {code}[/]")
+        raise typer.Exit(code)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    import contextlib
+
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(pid, sig)
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL the server and every process under it (BentoML's workers run in their own sessions)."""
+    import contextlib
+
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        tree = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
 
 
 @app.command("mlflow-ui")

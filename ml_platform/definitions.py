@@ -14,7 +14,12 @@ from ml_platform.defs.common import AssetBuild, ModelSpec, MonitoringSpec
 from ml_platform.defs.evaluation.assets import build_evaluation_assets
 from ml_platform.defs.features.assets import build_feature_assets
 from ml_platform.defs.ingest.assets import build_raw_assets
-from ml_platform.defs.monitoring.assets import DRIFT, PROFILED, build_monitoring_assets
+from ml_platform.defs.monitoring.assets import (
+    DRIFT,
+    PREDICTION_LOG_PROFILES,
+    PROFILED,
+    build_monitoring_assets,
+)
 from ml_platform.defs.monitoring.performance import NAME as LIVE_PERFORMANCE
 from ml_platform.defs.monitoring.performance import build_performance_assets
 from ml_platform.defs.monitoring.sensors import Clock, build_retrain_sensor, utc_now
@@ -22,8 +27,12 @@ from ml_platform.defs.predictions.assets import NAME as PREDICTIONS
 from ml_platform.defs.predictions.assets import build_prediction_assets
 from ml_platform.defs.publish import BuildInfo
 from ml_platform.defs.registry.assets import build_registry_assets
+from ml_platform.defs.serving.bento import NAME as DELAY_BENTO
+from ml_platform.defs.serving.bento import build_bento_assets
 from ml_platform.defs.serving.online import NAME as ONLINE_FEATURES
 from ml_platform.defs.serving.online import build_online_assets
+from ml_platform.defs.serving.prediction_log import NAME as PREDICTION_LOG
+from ml_platform.defs.serving.prediction_log import build_prediction_log_assets
 from ml_platform.defs.training.assets import build_model_assets
 from ml_platform.defs.validation.assets import build_validated_assets
 from ml_platform.lib.versioning import git_commit
@@ -127,12 +136,14 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
         *build_prediction_assets(build),
         *build_performance_assets(build),
         *build_online_assets(build),
+        *build_prediction_log_assets(build, settings.prediction_log_dir),
+        *build_bento_assets(build, settings.bentoml_home, settings.root_dir / "constraints.txt"),
     ]
     data_job = dg.define_asset_job(
         DATA_JOB,
         # online_features rides with the day's features: the snapshot of day D is refreshed when D lands
         selection=dg.AssetSelection.groups(*DATA_GROUPS)
-        | dg.AssetSelection.assets(*PROFILED, ONLINE_FEATURES),
+        | dg.AssetSelection.assets(*(p for p in PROFILED if p != PREDICTION_LOG_PROFILES), ONLINE_FEATURES),
         tags=NO_RETRY_ON_FAILURE,
         partitions_def=partitioning.daily,
         description="raw -> validated -> flight_features (and their profiles, and the online feature"
@@ -140,25 +151,29 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
     )
     model_job = dg.define_asset_job(
         MODEL_JOB,
-        selection=dg.AssetSelection.groups(*MODEL_GROUPS),
+        # the week's Bento is built after the gates and the promotion decision
+        selection=dg.AssetSelection.groups(*MODEL_GROUPS) | dg.AssetSelection.assets(DELAY_BENTO),
         partitions_def=partitioning.weekly,
-        description="delay_model -> model_evaluation -> model_promotion for one week.",
+        description="delay_model -> model_evaluation -> model_promotion -> delay_bento for one week.",
         # a run tag (every run of the job carries it, whoever launched it), so the production
         # instance's run-level limit of one GPU run at a time applies (deploy/dagster)
         tags={"ml_platform/accelerator": "gpu" if settings.training_gpus else "cpu", **NO_RETRY_ON_FAILURE},
     )
     monitoring_job = dg.define_asset_job(
         MONITORING_JOB,
-        selection=dg.AssetSelection.assets(DRIFT, PREDICTIONS, LIVE_PERFORMANCE),
+        selection=dg.AssetSelection.assets(
+            DRIFT, PREDICTIONS, PREDICTION_LOG, PREDICTION_LOG_PROFILES, LIVE_PERFORMANCE
+        ),
         tags=NO_RETRY_ON_FAILURE,
         partitions_def=partitioning.daily,
         description="For one day: drift_report (the day's features against the champion's training"
-        " window), the champion's batch predictions, and its live performance on the day's actuals.",
+        " window), the champion's batch predictions, the served model's prediction log and its"
+        " profile, and live performance (batch and online predictions) on the day's actuals.",
     )
     automation = dg.AutomationConditionSensorDefinition(
         AUTOMATION_SENSOR,
         target=dg.AssetSelection.groups(*DATA_GROUPS, "monitoring", "predictions")
-        | dg.AssetSelection.assets(ONLINE_FEATURES),
+        | dg.AssetSelection.assets(ONLINE_FEATURES, PREDICTION_LOG),
         default_status=dg.DefaultSensorStatus.RUNNING
         if settings.sensors_running
         else dg.DefaultSensorStatus.STOPPED,

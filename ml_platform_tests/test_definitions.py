@@ -15,9 +15,15 @@ from ml_platform.definitions import AUTOMATION_SENSOR, DATA_JOB, MODEL_JOB, MONI
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = {"raw_flights", "raw_weather", "validated_flights", "validated_weather", "flight_features"}
-MODEL_ASSETS = {"delay_model", "model_evaluation", "model_promotion"}
+MODEL_ASSETS = {"delay_model", "model_evaluation", "model_promotion", "delay_bento"}
 PROFILE_ASSETS = {"flight_feature_profiles", "validated_flight_profiles"}
-MONITORING_ASSETS = {"drift_report", "flight_delay_predictions", "live_performance"}
+MONITORING_ASSETS = {
+    "drift_report",
+    "flight_delay_predictions",
+    "live_performance",
+    "prediction_log",
+    "prediction_log_profiles",
+}
 ONLINE_ASSETS = {"online_features"}
 
 
