@@ -103,11 +103,14 @@ def demo(
             f" (run {failed.run_id}): {failed.error}"
         )
         raise typer.Exit(1)
-    if model_weeks and _demo_models(settings, instance, first, last, model_weeks) and replay_days:
+    trained = bool(model_weeks) and _demo_models(settings, instance, first, last, model_weeks)
+    if trained and replay_days:
         from datetime import timedelta
 
         start_replay = last + timedelta(days=1)
         _replay(settings, instance, start_replay, last + timedelta(days=replay_days), inject or [])
+    if trained:
+        _demo_serve(settings)
     console.print(
         "Browse it: [bold]make ui[/] (Dagster UI on http://127.0.0.1:3000),"
         " [bold]make mlflow-ui[/] (MLflow on http://127.0.0.1:5000)"
@@ -412,14 +415,43 @@ def serve(
     The Bento is the one the latest delay_bento materialization recorded for the current champion
     version, in the platform's BENTOML_HOME; the server reads the online store of these settings.
     """
+    from ml_platform.defs.serving.bento import NAME as DELAY_BENTO
+    from ml_platform.lib.serving.bento import bentoml_command, bentoml_env
+    from ml_platform.settings import PlatformSettings
+
+    settings = PlatformSettings()
+    version, tag, partition = _champion_bento(settings)
+    home = settings.bentoml_home
+    url = f"http://{host}:{port}"
+    store_text, snapshot_day = _online_snapshot(settings)
+    console.print(
+        f"Serving [bold]{settings.registered_model} v{version}[/] (champion) from Bento [bold]{tag}[/]"
+        f" ({DELAY_BENTO}[{partition}])\n"
+        f"  URL: {url}  (ready: {url}/readyz, metrics: {url}/metrics, API docs: {url}/docs)\n"
+        f"  online store: {store_text}"
+    )
+    # one line each, whatever the terminal's width, so they can be copied
+    console.print(f"  try: {_curl_example(settings, url, snapshot_day)}", soft_wrap=True, highlight=False)
+    console.print("  Ctrl-C stops it.")
+    command = [bentoml_command(), "serve", tag, "--host", host, "--port", str(port)]
+    console.print(f"$ BENTOML_HOME={home} {' '.join(command)}", soft_wrap=True, highlight=False)
+    env = bentoml_env(home)
+    env["MLP_ROOT_DIR"] = str(settings.root_dir)  # the service resolves the same store and log paths
+    _run_until_interrupted(command, env)
+
+
+def _champion_bento(settings: Any) -> tuple[str, str, str]:
+    """The champion's version, the tag of its Bento and the delay_bento week that built it.
+
+    Raises:
+        typer.Exit: with what to run first, when there is no champion or no Bento of it.
+    """
     from ml_platform.defs.monitoring.assets import version_record
     from ml_platform.defs.serving.bento import BENTO_TAG, bento_record
     from ml_platform.defs.serving.bento import NAME as DELAY_BENTO
     from ml_platform.instance import open_instance
-    from ml_platform.lib.serving.bento import bento_path, bentoml_command, bentoml_env
-    from ml_platform.settings import PlatformSettings
+    from ml_platform.lib.serving.bento import bento_path
 
-    settings = PlatformSettings()
     registry = _registry(settings)
     version = registry.champion()
     if version is None:
@@ -451,22 +483,67 @@ def serve(
             f" {home}: rematerialize {DELAY_BENTO}[{mat.partition}] on this machine."
         )
         raise typer.Exit(1)
-    url = f"http://{host}:{port}"
-    store_text, snapshot_day = _online_snapshot(settings)
+    return str(version), tag, str(mat.partition)
+
+
+#: The demo's requests: three real routes of the NYC airports, departing at 17:00 local time.
+DEMO_FLIGHTS = (
+    {"carrier": "UA", "flight": 1545, "origin": "EWR", "dest": "IAH", "distance": 1400},
+    {"carrier": "B6", "flight": 1021, "origin": "JFK", "dest": "BOS", "distance": 187},
+    {"carrier": "DL", "flight": 1999, "origin": "LGA", "dest": "ATL", "distance": 762},
+)
+
+
+def _demo_serve(settings: Any) -> None:
+    """Serve the champion's Bento on a free loopback port, ask it about three flights, stop it.
+
+    The flights depart on the online store's snapshot day, so the answers use that day's trailing
+    aggregates and weather; each answer names the model version that made it.
+    """
+    import httpx
+
+    from ml_platform.lib.deploy.process import ServedProcess, ServedProcessError
+    from ml_platform.lib.serving.bento import bentoml_env
+
+    version, tag, partition = _champion_bento(settings)
+    _, day = _online_snapshot(settings)
+    env = bentoml_env(settings.bentoml_home)
+    env["MLP_ROOT_DIR"] = str(settings.root_dir)
     console.print(
-        f"Serving [bold]{settings.registered_model} v{version}[/] (champion) from Bento [bold]{tag}[/]"
-        f" ({DELAY_BENTO}[{mat.partition}])\n"
-        f"  URL: {url}  (ready: {url}/readyz, metrics: {url}/metrics, API docs: {url}/docs)\n"
-        f"  online store: {store_text}"
+        f"Serving the champion, v{version}, from Bento [bold]{tag}[/] (delay_bento[{partition}]) ..."
     )
-    # one line each, whatever the terminal's width, so they can be copied
-    console.print(f"  try: {_curl_example(settings, url, snapshot_day)}", soft_wrap=True, highlight=False)
-    console.print("  Ctrl-C stops it.")
-    command = [bentoml_command(), "serve", tag, "--host", host, "--port", str(port)]
-    console.print(f"$ BENTOML_HOME={home} {' '.join(command)}", soft_wrap=True, highlight=False)
-    env = bentoml_env(home)
-    env["MLP_ROOT_DIR"] = str(settings.root_dir)  # the service resolves the same store and log paths
-    _run_until_interrupted(command, env)
+    server = ServedProcess(
+        tag, env=env, name="demo", log_path=settings.storage_root / "logs" / "demo-serve.log"
+    )
+    try:
+        server.start()
+    except ServedProcessError as exc:
+        console.print(f"[red]The Bento did not start[/]: {exc}")
+        raise typer.Exit(1) from exc
+    try:
+        table = Table(title=f"{server.url}/predict_batch (flights of {day})")
+        for column in ("flight", "route", "departs", "predicted delay (min)", "P(delay > 15 min)", "model"):
+            table.add_column(column)
+        flights = [{**f, "scheduled_departure": f"{day or date.today()}T17:00:00"} for f in DEMO_FLIGHTS]
+        answer = httpx.post(f"{server.url}/predict_batch", json={"flights": flights}, timeout=30.0)
+        if answer.status_code != 200:
+            console.print(f"[red]The Bento answered {answer.status_code}[/]: {answer.text[:500]}")
+            raise typer.Exit(1)
+        body = answer.json()
+        for flight, prediction in zip(flights, body["predictions"], strict=True):
+            table.add_row(
+                f"{flight['carrier']} {flight['flight']}",
+                f"{flight['origin']}-{flight['dest']}",
+                str(flight["scheduled_departure"]),
+                f"{prediction['predicted_arr_delay']:.1f}",
+                f"{prediction['delay_probability']:.2f}",
+                f"{prediction['model_name']} v{prediction['model_version']}",
+            )
+        console.print(table)
+        console.print(f"request id {body['request_id']}; keep it running with [bold]make serve[/]")
+    finally:
+        code = server.stop()
+        console.print(f"Bento stopped (exit code {code}).")
 
 
 def _online_snapshot(settings: PlatformSettings) -> tuple[str, date | None]:

@@ -357,3 +357,23 @@ def test_mlp_serve_says_what_to_run_when_the_champion_has_no_bento(
     monkeypatch.setenv("MLP_REGISTERED_MODEL", "bento_test_nothing")
     out = runner.invoke(app, ["serve"])
     assert out.exit_code == 1 and "is not registered" in out.output
+
+
+def test_the_demo_serves_the_champion_asks_three_flights_and_stops_it(
+    bento_world: BentoWorld, built: dg.AssetMaterialization, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`make demo`'s last step: the champion's Bento answers with its version, then stops."""
+    from ml_platform.cli import DEMO_FLIGHTS, _demo_serve
+    from ml_platform.settings import PlatformSettings
+
+    for name in [n for n in os.environ if n.startswith(("MLP_", "BENTOML_"))]:
+        monkeypatch.delenv(name)
+    for name, value in _serve_env(bento_world).items():
+        if name.startswith("MLP_"):
+            monkeypatch.setenv(name, value)
+    _demo_serve(PlatformSettings())
+    printed = capsys.readouterr().out
+    tag = str(built.metadata[asset.BENTO_TAG].value)
+    assert tag in printed and f"flights of {SNAPSHOT_DAY}" in printed, printed
+    assert printed.count(f"{REGISTERED} v{bento_world.version}") == len(DEMO_FLIGHTS), printed
+    assert "Bento stopped (exit code 0)" in printed, printed
