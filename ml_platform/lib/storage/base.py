@@ -14,7 +14,7 @@ one suite against both.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -133,3 +133,26 @@ def with_partition(table: str, partition: str, df: pl.DataFrame) -> pl.DataFrame
             raise StorageError(f"{table}[{partition}]: {others} rows carry another {PARTITION_COLUMN}")
         df = df.drop(PARTITION_COLUMN)
     return df.with_columns(pl.lit(partition, dtype=pl.String).alias(PARTITION_COLUMN))
+
+
+def read_cached(
+    pins: Sequence[PartitionVersion],
+    cache: MutableMapping[PartitionVersion, pl.DataFrame] | None,
+    read_pin: Callable[[PartitionVersion], pl.DataFrame],
+) -> pl.DataFrame:
+    """The pinned partitions, each read once through ``read_pin`` (or taken from ``cache``), stacked.
+
+    Raises:
+        StorageError: without pins, or whatever ``read_pin`` raises for one.
+    """
+    if not pins:
+        raise StorageError("read() needs at least one pinned partition")
+    frames = []
+    for pin in pins:
+        frame = cache.get(pin) if cache is not None else None
+        if frame is None:
+            frame = read_pin(pin)
+            if cache is not None:
+                cache[pin] = frame
+        frames.append(frame)
+    return pl.concat(frames, how="diagonal_relaxed")

@@ -27,7 +27,13 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from ml_platform.lib.hashing import content_hash
-from ml_platform.lib.storage.base import PARTITION_COLUMN, PartitionVersion, StorageError, with_partition
+from ml_platform.lib.storage.base import (
+    PARTITION_COLUMN,
+    PartitionVersion,
+    StorageError,
+    read_cached,
+    with_partition,
+)
 
 _COMMIT_RETRIES = 8
 #: Checkpoint every 20 commits: a table gets one commit per partition write, and opening it
@@ -162,17 +168,7 @@ class DeltaPartitionStore:
             StorageError: when a pinned file is gone (for example vacuumed) or the rows read do not
                 hash to the recorded content hash.
         """
-        if not pins:
-            raise StorageError("read() needs at least one pinned partition")
-        frames = []
-        for pin in pins:
-            frame = cache.get(pin) if cache is not None else None
-            if frame is None:
-                frame = self._read_pin(pin)
-                if cache is not None:
-                    cache[pin] = frame
-            frames.append(frame)
-        return pl.concat(frames, how="diagonal_relaxed")
+        return read_cached(pins, cache, self._read_pin)
 
     def read_at_version(self, table: str, partition: str, version: int) -> pl.DataFrame:
         """Read ``partition`` of ``table`` as it was at Delta table ``version`` (time travel)."""

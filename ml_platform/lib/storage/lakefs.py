@@ -35,7 +35,13 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from ml_platform.lib.hashing import content_hash
-from ml_platform.lib.storage.base import PARTITION_COLUMN, PartitionVersion, StorageError, with_partition
+from ml_platform.lib.storage.base import (
+    PARTITION_COLUMN,
+    PartitionVersion,
+    StorageError,
+    read_cached,
+    with_partition,
+)
 
 if TYPE_CHECKING:
     from lakefs.client import Client
@@ -279,17 +285,7 @@ class LakeFSPartitionStore:
                 that was never published (its run failed its checks), a missing object, or rows
                 that do not hash to the recorded content hash.
         """
-        if not pins:
-            raise StorageError("read() needs at least one pinned partition")
-        frames = []
-        for pin in pins:
-            frame = cache.get(pin) if cache is not None else None
-            if frame is None:
-                frame = self._read_pin(pin)
-                if cache is not None:
-                    cache[pin] = frame
-            frames.append(frame)
-        return pl.concat(frames, how="diagonal_relaxed")
+        return read_cached(pins, cache, self._read_pin)
 
     def _read_pin(self, pin: PartitionVersion) -> pl.DataFrame:
         where = f"{pin.table}[{pin.partition}]"
