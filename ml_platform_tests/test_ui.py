@@ -102,7 +102,10 @@ def test_webserver_shows_groups_partitions_checks_and_lineage(make_settings, tmp
         "registry",
         "monitoring",
         "predictions",
+        "serving",
     }
+    serving = {name for name, n in nodes.items() if n["groupName"] == "serving"}
+    assert {"online_features", "prediction_log", "delay_bento"} <= serving, serving
     drift_checks = nodes["drift_report"]["assetChecksOrError"]["checks"]
     assert {c["name"]: c["blocking"] for c in drift_checks} == {"no_feature_drift": False}
     gates = nodes["model_evaluation"]["assetChecksOrError"]["checks"]
