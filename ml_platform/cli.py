@@ -602,6 +602,8 @@ def _run_until_interrupted(command: list[str], env: dict[str, str]) -> None:
     import signal
     import subprocess
 
+    from ml_platform.lib.deploy.process import kill_tree
+
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -616,7 +618,7 @@ def _run_until_interrupted(command: list[str], env: dict[str, str]) -> None:
             try:
                 process.wait(timeout=30)
             except (KeyboardInterrupt, subprocess.TimeoutExpired):
-                _kill_tree(process.pid)
+                kill_tree(process.pid)
                 process.wait()
             console.print("stopped.")
             return
@@ -633,22 +635,6 @@ def _signal_group(pid: int, sig: int) -> None:
 
     with contextlib.suppress(ProcessLookupError):  # already gone
         os.killpg(pid, sig)
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL the server and every process under it (BentoML's workers run in their own sessions)."""
-    import contextlib
-
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        tree = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return
-    for proc in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
 
 
 @app.command("mlflow-ui")

@@ -13,7 +13,6 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +21,11 @@ import pytest
 
 from ml_platform.lib.deploy.process import SOURCE_TARGET, ServedProcess
 from ml_platform.lib.serving.packaging import ServedModelInfo, package_version
-from ml_platform_tests.serving.conftest import MAX_BATCH, MODEL_NAME, ServingWorld, world
+from ml_platform_tests.serving.conftest import MAX_BATCH, MODEL_NAME, ServingWorld, body_of, world
 
 __all__ = ["world"]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def body_of(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A request body from an offline feature row (departure in UTC with ``Z``)."""
-    departure: datetime = row["scheduled_departure"]
-    return {
-        "carrier": row["carrier"],
-        "flight": row["flight"],
-        "origin": row["origin"],
-        "dest": row["dest"],
-        "scheduled_departure": departure.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "distance": row["distance"],
-    }
 
 
 @pytest.fixture(scope="session")

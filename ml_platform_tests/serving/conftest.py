@@ -23,8 +23,9 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import polars as pl
@@ -151,6 +152,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> ServingWorld:
         weather=day_weather,
         model=load_served_model(packaged.path),
     )
+
+
+def body_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A request body from an offline feature row (departure in UTC with ``Z``)."""
+    departure: datetime = row["scheduled_departure"]
+    return {
+        "carrier": row["carrier"],
+        "flight": row["flight"],
+        "origin": row["origin"],
+        "dest": row["dest"],
+        "scheduled_departure": departure.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "distance": row["distance"],
+    }
 
 
 class LiveServer:

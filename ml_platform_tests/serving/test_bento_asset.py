@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from ml_platform.lib.online import build_snapshot, open_online_store
 from ml_platform.lib.serving.bento import BENTO_NAME, LOCK_FILE, TORCH_CPU_INDEX, bentoml_command, bentoml_env
 from ml_platform.settings import PlatformSettings
 from ml_platform_tests.conftest import QUIET, failure_messages, latest
-from ml_platform_tests.serving.conftest import MODEL_NAME, SNAPSHOT_DAY, ServingWorld, free_port
+from ml_platform_tests.serving.conftest import MODEL_NAME, SNAPSHOT_DAY, ServingWorld, body_of, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -282,15 +281,7 @@ def test_mlp_serve_serves_the_champions_bento_until_ctrl_c(
             else:
                 pytest.fail(f"not ready in 120 s:\n{log_path.read_text(errors='replace')[-6000:]}")
             row = world.known_flights(1).row(0, named=True)
-            body = {
-                "carrier": row["carrier"],
-                "flight": row["flight"],
-                "origin": row["origin"],
-                "dest": row["dest"],
-                "scheduled_departure": row["scheduled_departure"].astimezone(UTC).isoformat(),
-                "distance": row["distance"],
-            }
-            response = httpx.post(f"{url}/predict", json=body, timeout=30)
+            response = httpx.post(f"{url}/predict", json=body_of(row), timeout=30)
             assert response.status_code == 200, response.text
             answer = response.json()
             assert answer["model_name"] == REGISTERED

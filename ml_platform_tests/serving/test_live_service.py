@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ml_platform.lib.monitoring import metrics as m
 from ml_platform.lib.online import FEATURE_COLUMNS
 from ml_platform.lib.training.data import INPUT_COLUMNS
-from ml_platform_tests.serving.conftest import MAX_BATCH, MODEL_NAME, LiveServer, ServingWorld
+from ml_platform_tests.serving.conftest import MAX_BATCH, MODEL_NAME, LiveServer, ServingWorld, body_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,19 +38,6 @@ PREDICTION_FIELDS = {
     "features_as_of",
     "weather_observed_at",
 }
-
-
-def body_of(row: dict[str, Any]) -> dict[str, Any]:
-    """A request body from an offline feature row (departure in UTC with ``Z``)."""
-    departure: datetime = row["scheduled_departure"]
-    return {
-        "carrier": row["carrier"],
-        "flight": row["flight"],
-        "origin": row["origin"],
-        "dest": row["dest"],
-        "scheduled_departure": departure.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "distance": row["distance"],
-    }
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -287,6 +287,16 @@ class ServedProcess:
             self._log.close()
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL process ``pid`` and every process under it (BentoML's workers run in their own sessions)."""
+    try:
+        root = psutil.Process(pid)
+        tree = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    _kill_all(tree, wait_s=0.0)
+
+
 def _kill_all(processes: list[psutil.Process], wait_s: float) -> None:
     """Wait up to ``wait_s`` for ``processes`` to end, then SIGKILL those still running."""
     if not processes:
