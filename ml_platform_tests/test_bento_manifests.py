@@ -1,36 +1,57 @@
-"""The Bento's Kubernetes manifests (``deploy/bento/base``): valid, consistent, and locked down.
+"""The Bento's Kubernetes manifests (``deploy/bento``): valid, consistent, and locked down.
 
-Offline: there is no ``kubectl``/``kustomize`` binary here, so the test renders the kustomization
-itself (it only lists files and sets the namespace; the test fails if it grows anything else) and
-validates every manifest against the Kubernetes OpenAPI schema with kubernetes-validate, in strict
-mode and at the version ``test_k8s_jobs.py`` uses. Then it checks what the deployment relies on:
-probes on BentoML's /livez and /readyz at the container port, Service/HPA/PDB/NetworkPolicy aimed
-at the Deployment's pods, a non-root read-only pod, cost labels, a pinned image, credentials only
-through secretKeyRef, and that Prometheus' ``ml-platform-serving`` job discovers every pod (its
-relabel rules, simulated here, keep the Deployment's pod template and scrape port 3000 /metrics).
-Every failure names the file, kind, name and field.
+Offline: there is no ``kubectl``/``kustomize`` binary here, so the test renders the kustomizations
+itself: the base (files listed in ``resources``, then the namespace) and the GPU overlay (the base
+as a ``resources`` folder, then its strategic merge ``patches``). The renderer implements exactly
+those kustomize features, and a strategic merge only for the lists it knows the merge key of
+(containers and env by ``name``, ...); any other kustomization key, patch form or list fails the
+test rather than rendering something kustomize would not. Every manifest of both is validated
+against the Kubernetes OpenAPI schema with kubernetes-validate, in strict mode and at the version
+``test_k8s_jobs.py`` uses. Then it checks what the deployment relies on: probes on BentoML's /livez
+and /readyz at the container port, Service/HPA/PDB/NetworkPolicy aimed at the Deployment's pods, a
+non-root read-only pod whose only writable paths are /tmp, BentoML's home and the prediction log
+(on the shared claim, at the folder the settings resolve and the Dagster side reads), cost labels,
+a pinned image, credentials only through secretKeyRef, that the GPU overlay asks for one GPU on the
+GPU nodes as the training steps do (``ml_platform/defs/k8s.py``) and changes nothing else, and that
+Prometheus' ``ml-platform-serving`` job discovers every pod (its relabel rules, simulated here, keep
+the Deployment's pod template and scrape port 3000 /metrics). Every failure names the file, kind,
+name and field.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-from ml_platform.defs.k8s import ASSET_LABEL, DELAY_MODEL, MODEL_LABEL, TEAM_LABEL
+from ml_platform.defs.k8s import (
+    ASSET_LABEL,
+    DELAY_MODEL,
+    GPU_NODE_SELECTOR,
+    GPU_RESOURCE,
+    K8S_CONFIG_TAG,
+    MODEL_LABEL,
+    TEAM_LABEL,
+    k8s_tags,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "deploy" / "bento" / "base"
 KUSTOMIZATION = BASE / "kustomization.yaml"
+GPU_OVERLAY = ROOT / "deploy" / "bento" / "overlays" / "gpu"
+#: What is rendered: the base, and the overlays (each applied instead of the base).
+VARIANTS = {"base": BASE, "gpu": GPU_OVERLAY}
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 HELM_VALUES = ROOT / "deploy" / "helm" / "values-production.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
 DEPLOY_README = ROOT / "deploy" / "README.md"
 K8S_JOBS_TEST = Path(__file__).with_name("test_k8s_jobs.py")
 
@@ -53,7 +74,22 @@ KINDS = {
     "NetworkPolicy",
 }
 #: Kustomization keys the test's rendering implements; anything else would go unrendered.
-KUSTOMIZATION_KEYS = {"apiVersion", "kind", "namespace", "resources"}
+KUSTOMIZATION_KEYS = {"apiVersion", "kind", "namespace", "resources", "patches"}
+#: Keys of a ``patches`` entry the rendering implements: a strategic merge patch file, targeted by
+#: its own apiVersion, kind, name and namespace (no ``target``, inline ``patch`` or ``options``).
+PATCH_ENTRY_KEYS = {"path"}
+_POD_SPEC = ("spec", "template", "spec")
+#: Lists a strategic merge patch merges item by item, by the ``patchMergeKey`` of their Kubernetes
+#: type (``*``: any item of the list above). New items are appended, as kustomize does.
+MERGE_KEYS: dict[tuple[str, ...], str] = {
+    (*_POD_SPEC, "containers"): "name",
+    (*_POD_SPEC, "initContainers"): "name",
+    (*_POD_SPEC, "volumes"): "name",
+    (*_POD_SPEC, "containers", "*", "env"): "name",
+    (*_POD_SPEC, "containers", "*", "volumeMounts"): "mountPath",
+}
+#: Lists without a patch strategy in the Kubernetes API: the patch's list replaces the resource's.
+REPLACED_LISTS: set[tuple[str, ...]] = {(*_POD_SPEC, "tolerations")}
 #: An environment variable or ConfigMap key that names a credential.
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|CREDENTIAL|REDIS_URL", re.IGNORECASE)
 _LABEL_KEY = re.compile(
@@ -65,8 +101,11 @@ _IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 @dataclass(frozen=True)
 class Manifest:
+    #: The file the document comes from, relative to the checkout.
     file: str
     doc: dict[str, Any]
+    #: The patch files merged into it, in order.
+    patched_by: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -77,41 +116,139 @@ class Manifest:
         return str(self.doc.get("metadata", {}).get("name"))
 
     def at(self, field: str = "") -> str:
-        """Where a finding is: file, kind/name and the field."""
-        where = f"deploy/bento/base/{self.file} {self.kind}/{self.name}"
+        """Where a finding is: file (and patches), kind/name and the field."""
+        where = " + ".join((self.file, *self.patched_by)) + f" {self.kind}/{self.name}"
         return f"{where} {field}" if field else where
 
 
-def _kustomization() -> dict[str, Any]:
-    data = yaml.safe_load(KUSTOMIZATION.read_text())
-    assert isinstance(data, dict), f"{KUSTOMIZATION}: not a mapping"
+def _relative(path: Path) -> str:
+    return path.resolve().relative_to(ROOT).as_posix()
+
+
+def _kustomization(folder: Path = BASE) -> dict[str, Any]:
+    path = folder / "kustomization.yaml"
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict), f"{_relative(path)}: not a mapping"
     return data
 
 
-def _render() -> list[Manifest]:
-    """What ``kubectl apply -k deploy/bento/base`` would apply: the listed files, in the namespace."""
-    kustomization = _kustomization()
-    namespace = kustomization.get("namespace")
-    manifests = []
+def _documents(path: Path) -> Iterator[dict[str, Any]]:
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc is None:
+            continue
+        assert isinstance(doc, dict), f"{_relative(path)}: a document is not a mapping"
+        yield doc
+
+
+def _resource_id(doc: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """What kustomize identifies a resource (and a patch's target) by; no namespace is `default`."""
+    meta = doc.get("metadata", {})
+    return (
+        str(doc.get("apiVersion")),
+        str(doc.get("kind")),
+        str(meta.get("name")),
+        meta.get("namespace") or "default",
+    )
+
+
+def _path_text(path: Sequence[str]) -> str:
+    return ".".join(path).replace(".*", "[]")
+
+
+def _strategic_merge(original: Any, patch: Any, path: tuple[str, ...] = ()) -> Any:
+    """``patch`` merged into ``original`` as a strategic merge patch, for the lists of MERGE_KEYS
+    and REPLACED_LISTS: maps merge key by key (a null deletes the key), scalars are replaced, lists
+    merge by their merge key or are replaced. Anything else fails: a list whose strategy this test
+    does not know, or a ``$patch``-style directive.
+    """
+    if isinstance(patch, dict):
+        directives = [key for key in patch if str(key).startswith("$")]
+        assert not directives, f"strategic merge {_path_text(path)}: directives {directives} are not rendered"
+        if not isinstance(original, dict):
+            original = {}
+        merged = dict(original)
+        for key, value in patch.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = _strategic_merge(original.get(key), value, (*path, str(key)))
+        return merged
+    if isinstance(patch, list):
+        if path in REPLACED_LISTS:
+            return copy.deepcopy(patch)
+        assert path in MERGE_KEYS, (
+            f"strategic merge {_path_text(path)}: a list whose patch strategy this test does not "
+            f"render; add it to MERGE_KEYS or REPLACED_LISTS as the Kubernetes API defines it"
+        )
+        key = MERGE_KEYS[path]
+        merged_list = [copy.deepcopy(item) for item in original or []]
+        for item in patch:
+            assert isinstance(item, dict) and key in item, (
+                f"strategic merge {_path_text(path)}: an item without its merge key {key!r}: {item}"
+            )
+            same = [i for i, old in enumerate(merged_list) if old.get(key) == item[key]]
+            if same:
+                merged_list[same[0]] = _strategic_merge(merged_list[same[0]], item, (*path, "*"))
+            else:
+                merged_list.append(_strategic_merge({}, item, (*path, "*")))
+        return merged_list
+    return patch
+
+
+def _render(folder: Path = BASE) -> list[Manifest]:
+    """What ``kubectl apply -k <folder>`` would apply: the resources (files, or kustomization folders
+    rendered first), then the patches, then the namespace (kustomize's order of transformers).
+    """
+    kustomization = _kustomization(folder)
+    where = _relative(folder / "kustomization.yaml")
+    extra = set(kustomization) - KUSTOMIZATION_KEYS
+    assert not extra, f"{where}: keys {sorted(extra)} are not rendered by this test; extend _render()"
+    manifests: list[Manifest] = []
     for entry in kustomization.get("resources", []):
-        path = BASE / entry
-        assert path.is_file(), f"kustomization.yaml resources: {entry!r} is not a file of {BASE}"
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc is None:
-                continue
-            assert isinstance(doc, dict), f"deploy/bento/base/{entry}: a document is not a mapping"
-            if namespace:
-                doc.setdefault("metadata", {})["namespace"] = namespace
-            manifests.append(Manifest(entry, doc))
+        path = (folder / entry).resolve()
+        if path.is_dir():
+            assert (path / "kustomization.yaml").is_file(), (
+                f"{where} resources: {entry!r} has no kustomization.yaml"
+            )
+            manifests.extend(_render(path))
+        else:
+            assert path.is_file(), (
+                f"{where} resources: {entry!r} is neither a file nor a kustomization folder"
+            )
+            manifests.extend(Manifest(_relative(path), doc) for doc in _documents(path))
+    for entry in kustomization.get("patches", []):
+        assert isinstance(entry, dict) and set(entry) == PATCH_ENTRY_KEYS, (
+            f"{where} patches: {entry!r}: only {sorted(PATCH_ENTRY_KEYS)} is rendered by this test"
+        )
+        patch_file = folder / entry["path"]
+        assert patch_file.is_file(), f"{where} patches: {entry['path']!r} is not a file"
+        (patch,) = _documents(patch_file)  # a strategic merge patch: one resource's fields
+        targets = [i for i, m in enumerate(manifests) if _resource_id(m.doc) == _resource_id(patch)]
+        assert len(targets) == 1, (
+            f"{_relative(patch_file)}: matches {len(targets)} resources by {_resource_id(patch)} (want 1)"
+        )
+        target = manifests[targets[0]]
+        manifests[targets[0]] = Manifest(
+            target.file,
+            _strategic_merge(target.doc, patch),
+            (*target.patched_by, _relative(patch_file)),
+        )
+    namespace = kustomization.get("namespace")
+    if namespace:
+        for manifest in manifests:
+            manifest.doc.setdefault("metadata", {})["namespace"] = namespace
     return manifests
 
 
-MANIFESTS = _render()
+RENDERED = {variant: _render(folder) for variant, folder in VARIANTS.items()}
+MANIFESTS = RENDERED["base"]
 
 
-def _one(kind: str) -> Manifest:
-    found = [m for m in MANIFESTS if m.kind == kind]
-    assert len(found) == 1, f"expected one {kind} in deploy/bento/base, found {[m.at() for m in found]}"
+def _one(kind: str, variant: str = "base") -> Manifest:
+    found = [m for m in RENDERED[variant] if m.kind == kind]
+    assert len(found) == 1, (
+        f"expected one {kind} in {_relative(VARIANTS[variant])}, found {[m.at() for m in found]}"
+    )
     return found[0]
 
 
@@ -156,10 +293,10 @@ def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
 
 def test_kustomization_lists_every_file_of_the_folder_and_nothing_else():
     kustomization = _kustomization()
-    extra = set(kustomization) - KUSTOMIZATION_KEYS
+    extra = set(kustomization) - KUSTOMIZATION_KEYS - {"patches"}
     assert not extra, (
         f"kustomization.yaml: keys {sorted(extra)} are not rendered by this test; "
-        f"extend _render() before using them"
+        f"extend _render() before using them (the base takes no patches: its overlays do)"
     )
     assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1", "kustomization.yaml apiVersion"
     assert kustomization["kind"] == "Kustomization", "kustomization.yaml kind"
@@ -187,7 +324,89 @@ def test_k8s_version_is_the_one_of_the_k8s_jobs_test():
     assert match.group(1) == K8S_VERSION, f"{K8S_JOBS_TEST.name} validates against {match.group(1)}"
 
 
-@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda m: f"{m.kind}/{m.name}")
+def test_gpu_overlay_is_the_base_and_its_patch():
+    kustomization = _kustomization(GPU_OVERLAY)
+    where = _relative(GPU_OVERLAY / "kustomization.yaml")
+    extra = set(kustomization) - KUSTOMIZATION_KEYS
+    assert not extra, f"{where}: keys {sorted(extra)} are not rendered by this test"
+    assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1", f"{where} apiVersion"
+    assert kustomization["kind"] == "Kustomization", f"{where} kind"
+    assert kustomization.get("resources") == ["../../base"], f"{where} resources: want only the base"
+    assert "namespace" not in kustomization, f"{where}: the base sets the namespace"
+    patches = [entry["path"] for entry in kustomization.get("patches", [])]
+    assert patches, f"{where}: no patches"
+    on_disk = {p.name for p in GPU_OVERLAY.iterdir() if p.name != "kustomization.yaml"}
+    assert set(patches) == on_disk, f"{where} patches {patches} vs files of the folder {sorted(on_disk)}"
+    for name in patches:
+        for doc in _documents(GPU_OVERLAY / name):
+            # kustomize finds a patch's target by its namespace too: name it as the base's files do
+            assert doc["metadata"].get("namespace") == _kustomization()["namespace"], (
+                f"{_relative(GPU_OVERLAY / name)} metadata.namespace"
+            )
+
+
+def test_strategic_merge_follows_kustomize():
+    base = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "a",
+                            "env": [{"name": "X", "value": "1"}],
+                            "resources": {"limits": {"cpu": "1"}},
+                        },
+                        {"name": "b", "image": "b:1"},
+                    ],
+                    "tolerations": [{"key": "old", "operator": "Exists"}],
+                    "dnsPolicy": "ClusterFirst",
+                }
+            }
+        }
+    }
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "a",
+                            "env": [{"name": "Y", "value": "2"}, {"name": "X", "value": "3"}],
+                            "resources": {"limits": {GPU_RESOURCE: "1"}},
+                        }
+                    ],
+                    "tolerations": [{"key": "new", "operator": "Exists"}],
+                    "dnsPolicy": None,
+                }
+            }
+        }
+    }
+    merged = _strategic_merge(base, patch)["spec"]["template"]["spec"]
+    # containers and env merged by name (new items appended), maps key by key, tolerations replaced
+    assert merged["containers"] == [
+        {
+            "name": "a",
+            "env": [{"name": "X", "value": "3"}, {"name": "Y", "value": "2"}],
+            "resources": {"limits": {"cpu": "1", GPU_RESOURCE: "1"}},
+        },
+        {"name": "b", "image": "b:1"},
+    ]
+    assert merged["tolerations"] == [{"key": "new", "operator": "Exists"}]
+    assert "dnsPolicy" not in merged  # null deletes
+    assert base["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "X", "value": "1"}]
+    with pytest.raises(AssertionError, match="patch strategy"):
+        _strategic_merge(base, {"spec": {"template": {"spec": {"containers": [{"name": "a", "ports": []}]}}}})
+    with pytest.raises(AssertionError, match="directives"):
+        _strategic_merge(base, {"spec": {"$patch": "replace"}})
+    with pytest.raises(AssertionError, match="merge key"):
+        _strategic_merge(base, {"spec": {"template": {"spec": {"containers": [{"image": "c"}]}}}})
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [m for manifests in RENDERED.values() for m in manifests],
+    ids=[f"{variant}-{m.kind}/{m.name}" for variant, manifests in RENDERED.items() for m in manifests],
+)
 def test_every_manifest_is_valid_kubernetes(manifest: Manifest):
     import kubernetes_validate
 
@@ -223,8 +442,9 @@ def test_label_keys_and_values_are_valid():
 # --- the Deployment --------------------------------------------------------------------------------
 
 
-def test_probes_hit_bentoml_health_endpoints_on_the_container_port():
-    deployment = _one("Deployment")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_probes_hit_bentoml_health_endpoints_on_the_container_port(variant: str):
+    deployment = _one("Deployment", variant)
     where, container = _main_container(deployment)
     ports = [p["containerPort"] for p in container.get("ports", [])]
     assert ports == [BENTO_PORT], deployment.at(f"{where}.ports: {ports}, want [{BENTO_PORT}]")
@@ -248,8 +468,9 @@ def test_probes_hit_bentoml_health_endpoints_on_the_container_port():
     assert budget >= 120, deployment.at(f"{where}.startupProbe: {budget}s to load the model, want >= 120")
 
 
-def test_pod_runs_as_non_root_with_a_read_only_root_and_no_capabilities():
-    deployment = _one("Deployment")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pod_runs_as_non_root_with_a_read_only_root_and_no_capabilities(variant: str):
+    deployment = _one("Deployment", variant)
     spec = _pod(deployment)["spec"]
     pod_ctx = spec.get("securityContext", {})
     assert pod_ctx.get("runAsNonRoot") is True, deployment.at(
@@ -287,13 +508,89 @@ def test_pod_runs_as_non_root_with_a_read_only_root_and_no_capabilities():
         assert seccomp.get("type") == "RuntimeDefault", deployment.at(f"{field}.seccompProfile")
 
 
-def test_writable_paths_are_empty_dirs():
-    """/tmp and BentoML's home must be writable with a read-only root filesystem."""
-    deployment = _one("Deployment")
-    where, container = _main_container(deployment)
+#: Volume types the kubelet always mounts read-only.
+_READ_ONLY_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")
+#: Where the platform's relative paths resolve in the ml_platform image (``ENV MLP_ROOT_DIR=...``).
+_DOCKERFILE_ROOT = re.compile(r"\bMLP_ROOT_DIR=(\S+)")
+#: The settings that place the prediction log under the root: the Dagster side's other settings
+#: (lakeFS keys from its Secret) cannot be resolved offline and do not move the folder.
+_PATH_SETTINGS = ("MLP_ROOT_DIR", "MLP_STORAGE_ROOT")
+
+
+def _writable_mounts(deployment: Manifest, container: Mapping[str, Any]) -> dict[str, tuple[dict, dict]]:
+    """The container's writable mounts: path -> (mount, volume)."""
     volumes = {v["name"]: v for v in _pod(deployment)["spec"].get("volumes", [])}
-    mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
-    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    writable = {}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes.get(mount["name"])
+        assert volume, deployment.at(f"volumeMounts {mount['mountPath']}: no volume {mount['name']!r}")
+        read_only = (
+            mount.get("readOnly") is True
+            or volume.get("persistentVolumeClaim", {}).get("readOnly") is True
+            or any(kind in volume for kind in _READ_ONLY_VOLUMES)
+        )
+        if not read_only:
+            writable[mount["mountPath"]] = (mount, volume)
+    return writable
+
+
+def _container_env(variant: str, container: Mapping[str, Any]) -> dict[str, str]:
+    """The container's variables with a plain value: its ConfigMaps' data (envFrom), then ``env``
+    (which wins, as in Kubernetes). Secret values are unknown here and left out.
+    """
+    configmaps = {m.name: m.doc.get("data", {}) for m in RENDERED[variant] if m.kind == "ConfigMap"}
+    env: dict[str, str] = {}
+    for ref in container.get("envFrom", []):
+        name = ref.get("configMapRef", {}).get("name")
+        if name:
+            assert name in configmaps, f"envFrom configMapRef {name!r}: not in {_relative(VARIANTS[variant])}"
+            env |= {str(k): str(v) for k, v in configmaps[name].items()}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = str(var["value"])
+        else:
+            env.pop(var["name"], None)
+    return env
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str]) -> Any:
+    """The platform's settings in a process whose ``MLP_*`` environment is exactly ``env``'s."""
+    from ml_platform.settings import PlatformSettings
+
+    for key in list(os.environ):
+        if key.startswith("MLP_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("MLP_"):
+            monkeypatch.setenv(key, value)
+    return PlatformSettings()
+
+
+def _prediction_log_dir(monkeypatch: pytest.MonkeyPatch, variant: str) -> str:
+    """The settings' ``prediction_log_dir`` for the Bento container's environment."""
+    deployment = _one("Deployment", variant)
+    where, container = _main_container(deployment)
+    env = _container_env(variant, container)
+    # the Bento's working directory is BentoML's, not the platform's: the root must be explicit
+    assert env.get("MLP_ROOT_DIR"), deployment.at(f"{where}.env MLP_ROOT_DIR: unset")
+    return str(_settings(monkeypatch, env).prediction_log_dir)
+
+
+def _dagster_user_deployment() -> dict[str, Any]:
+    helm = yaml.safe_load(HELM_VALUES.read_text())
+    (user,) = helm["dagster-user-deployments"]["deployments"]
+    return dict(user)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_writable_paths_are_tmp_bentoml_home_and_the_prediction_log(variant: str, monkeypatch):
+    """A read-only root filesystem: /tmp and BentoML's home are writable emptyDirs, the prediction
+    log a folder of the shared claim; nothing else is writable.
+    """
+    deployment = _one("Deployment", variant)
+    where, container = _main_container(deployment)
+    writable = _writable_mounts(deployment, container)
+    env = _container_env(variant, container)
     home = env.get("BENTOML_HOME")
     assert home, deployment.at(f"{where}.env BENTOML_HOME: unset (the image's home is read-only)")
     assert not home.startswith("/home/bentoml"), deployment.at(
@@ -301,18 +598,108 @@ def test_writable_paths_are_empty_dirs():
         f"(BENTO_PATH=/home/bentoml/bento)"
     )
     for path in ("/tmp", home):
-        mount = mounts.get(path)
-        assert mount, deployment.at(f"{where}.volumeMounts: nothing writable at {path}")
-        volume = volumes.get(mount["name"], {})
-        assert "emptyDir" in volume and not mount.get("readOnly"), deployment.at(
+        assert path in writable, deployment.at(f"{where}.volumeMounts: nothing writable at {path}")
+        mount, volume = writable[path]
+        assert "emptyDir" in volume, deployment.at(
             f"spec.template.spec.volumes {mount['name']}: want a writable emptyDir at {path}"
         )
-    for path, mount in mounts.items():
-        if "persistentVolumeClaim" in volumes.get(mount["name"], {}):
-            assert mount.get("readOnly") is True, deployment.at(f"{where}.volumeMounts {path}: not readOnly")
+    log_dir = _prediction_log_dir(monkeypatch, variant)
+    assert set(writable) == {"/tmp", home, log_dir}, deployment.at(
+        f"{where}.volumeMounts: writable {sorted(writable)}, want only /tmp, {home} and the "
+        f"prediction log {log_dir} (every other mount readOnly)"
+    )
+    # the caches the environment points at are in a writable emptyDir
+    for name in ("XDG_CACHE_HOME", "CUDA_CACHE_PATH"):
+        if name in env:
+            path = PurePosixPath(env[name])
+            assert any(path.is_relative_to(p) for p in ("/tmp", home)), deployment.at(
+                f"{where}.env {name}={path}: not under /tmp or {home}"
+            )
 
 
-def test_model_artifacts_are_the_claim_the_dagster_side_writes():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_prediction_log_is_the_claim_folder_the_dagster_asset_reads(variant: str, monkeypatch):
+    """The service appends to the settings' ``prediction_log_dir`` (MLP_ROOT_DIR/storage/...);
+    that path must be a writable mount of the claim the Dagster side mounts, at the folder where
+    the Dagster side's settings put its ``prediction_log`` asset's input.
+    """
+    deployment = _one("Deployment", variant)
+    where, container = _main_container(deployment)
+    log_dir = _prediction_log_dir(monkeypatch, variant)
+    mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == log_dir]
+    assert len(mounts) == 1, deployment.at(f"{where}.volumeMounts: {len(mounts)} mounts at {log_dir}, want 1")
+    (mount,) = mounts
+    assert log_dir in _writable_mounts(deployment, container), deployment.at(
+        f"{where}.volumeMounts {log_dir}: read-only (the service appends the log there)"
+    )
+    shadowing = [
+        m["mountPath"]
+        for m in container.get("volumeMounts", [])
+        if m is not mount and PurePosixPath(m["mountPath"]).is_relative_to(log_dir)
+    ]
+    assert not shadowing, deployment.at(f"{where}.volumeMounts {shadowing}: inside the prediction log")
+
+    # the Dagster side: its claim, where it mounts it, and where its settings put the log
+    user = _dagster_user_deployment()
+    (claim,) = [
+        v["persistentVolumeClaim"]["claimName"] for v in user["volumes"] if "persistentVolumeClaim" in v
+    ]
+    (storage,) = user["volumeMounts"]
+    assert "subPath" not in storage, f"{HELM_VALUES.name}: the Dagster side mounts the whole claim"
+    root = _DOCKERFILE_ROOT.search(DOCKERFILE.read_text())
+    assert root, f"{DOCKERFILE.name}: no ENV MLP_ROOT_DIR"
+    dagster_env = {"MLP_ROOT_DIR": root.group(1)} | {
+        e["name"]: str(e["value"]) for e in user.get("env", []) if "value" in e
+    }
+    dagster_log = _settings(monkeypatch, {k: v for k, v in dagster_env.items() if k in _PATH_SETTINGS})
+    in_claim = PurePosixPath(dagster_log.prediction_log_dir).relative_to(storage["mountPath"])
+
+    volume = {v["name"]: v for v in _pod(deployment)["spec"]["volumes"]}[mount["name"]]
+    assert volume.get("persistentVolumeClaim", {}).get("claimName") == claim, deployment.at(
+        f"spec.template.spec.volumes {mount['name']}: want the Dagster side's claim {claim!r}"
+    )
+    assert PurePosixPath(mount.get("subPath", "")) == in_claim, deployment.at(
+        f"{where}.volumeMounts {log_dir}: subPath {mount.get('subPath')!r}, want {in_claim.as_posix()!r} "
+        f"(where the Dagster side's prediction_log asset reads, {dagster_log.prediction_log_dir})"
+    )
+    # same path on both sides, as the MLflow artifacts' (the log names no path, but one layout)
+    assert log_dir == str(dagster_log.prediction_log_dir), deployment.at(
+        f"{where}: the Bento logs to {log_dir}, the Dagster side reads {dagster_log.prediction_log_dir}"
+    )
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_pod_may_write_the_dagster_sides_log_folder_without_changing_its_files(variant: str):
+    """The Bento (UID 1034) joins the group that owns the claim's files (the Dagster side's
+    fsGroup); no fsGroup of its own, which would make the kubelet change the group of the claim.
+    """
+    user = _dagster_user_deployment()
+    group = user["podSecurityContext"]["fsGroup"]
+    deployment = _one("Deployment", variant)
+    ctx = _pod(deployment)["spec"].get("securityContext", {})
+    assert "fsGroup" not in ctx, deployment.at("spec.template.spec.securityContext.fsGroup")
+    assert group in ctx.get("supplementalGroups", []), deployment.at(
+        f"spec.template.spec.securityContext.supplementalGroups: want the Dagster side's group {group}"
+    )
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_pod_writes_its_own_log_files(variant: str, monkeypatch):
+    """Two replicas never append to one file: the writer names its files <hostname>-<pid> and a
+    pod's hostname is its (unique) name, unless the pod template sets one for all replicas.
+    """
+    from ml_platform.lib.serving import prediction_log
+
+    deployment = _one("Deployment", variant)
+    spec = _pod(deployment)["spec"]
+    assert "hostname" not in spec, deployment.at("spec.template.spec.hostname: every replica would share it")
+    assert spec.get("hostNetwork") is not True, deployment.at("spec.template.spec.hostNetwork")
+    monkeypatch.setattr(prediction_log.socket, "gethostname", lambda: POD_NAME)
+    assert prediction_log.default_file_stem() == f"{POD_NAME}-{os.getpid()}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_model_artifacts_are_the_claim_the_dagster_side_writes(variant: str):
     """Production logs MLflow artifacts on the shared claim (MLP_MLFLOW_ARTIFACT_ROOT's default)."""
     helm = yaml.safe_load(HELM_VALUES.read_text())
     (user,) = helm["dagster-user-deployments"]["deployments"]
@@ -320,7 +707,7 @@ def test_model_artifacts_are_the_claim_the_dagster_side_writes():
         v["persistentVolumeClaim"]["claimName"] for v in user["volumes"] if "persistentVolumeClaim" in v
     ]
     (storage,) = [m["mountPath"] for m in user["volumeMounts"]]
-    deployment = _one("Deployment")
+    deployment = _one("Deployment", variant)
     where, container = _main_container(deployment)
     volumes = {v["name"]: v for v in _pod(deployment)["spec"]["volumes"]}
     claims = {
@@ -343,8 +730,9 @@ def test_cost_labels_are_on_the_pod_template():
         )
 
 
-def test_image_is_pinned_by_a_tag_never_latest():
-    deployment = _one("Deployment")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_image_is_pinned_by_a_tag_never_latest(variant: str):
+    deployment = _one("Deployment", variant)
     for where, container in _containers(deployment):
         image = container["image"]
         name, _, digest = image.partition("@")
@@ -358,8 +746,9 @@ def test_image_is_pinned_by_a_tag_never_latest():
         )
 
 
-def test_every_container_has_requests_and_limits():
-    deployment = _one("Deployment")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_container_has_requests_and_limits(variant: str):
+    deployment = _one("Deployment", variant)
     for where, container in _containers(deployment):
         resources = container.get("resources", {})
         for part in ("requests", "limits"):
@@ -367,9 +756,10 @@ def test_every_container_has_requests_and_limits():
             assert not missing, deployment.at(f"{where}.resources.{part}: no {sorted(missing)}")
 
 
-def test_credentials_come_only_from_secret_key_refs():
-    deployment = _one("Deployment")
-    configmap = _one("ConfigMap")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_credentials_come_only_from_secret_key_refs(variant: str):
+    deployment = _one("Deployment", variant)
+    configmap = _one("ConfigMap", variant)
     for where, container in _containers(deployment):
         for ref in container.get("envFrom", []):
             assert "secretRef" not in ref, deployment.at(
@@ -459,6 +849,96 @@ def test_rollout_keeps_capacity_and_spreads_pods():
         command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
         if command[:1] == ["sleep"]:
             assert grace > int(command[1]), deployment.at(f"{where}: preStop sleep >= grace period {grace}")
+
+
+# --- the GPU overlay ------------------------------------------------------------------------------
+
+#: What the GPU overlay adds to the container's environment (and nothing else of it).
+GPU_ENV = {"NVIDIA_DRIVER_CAPABILITIES", "CUDA_CACHE_PATH"}
+
+
+def _gpus(deployment: Manifest) -> dict[str, tuple[object, object]]:
+    """GPUs asked for per container: where -> (request, limit), only the containers that ask."""
+    asked = {}
+    for where, container in _containers(deployment):
+        resources = container.get("resources", {})
+        request = resources.get("requests", {}).get(GPU_RESOURCE)
+        limit = resources.get("limits", {}).get(GPU_RESOURCE)
+        if request is not None or limit is not None:
+            asked[where] = (request, limit)
+    return asked
+
+
+def test_base_asks_for_no_gpu():
+    deployment = _one("Deployment")
+    pod = _pod(deployment)["spec"]
+    assert not _gpus(deployment), deployment.at(f"{GPU_RESOURCE}: {_gpus(deployment)} (the base is CPU-only)")
+    assert not set(pod.get("nodeSelector", {})) & set(GPU_NODE_SELECTOR), deployment.at(
+        "spec.template.spec.nodeSelector: the GPU nodes"
+    )
+    assert not [t for t in pod.get("tolerations", []) if t.get("key") == GPU_RESOURCE], deployment.at(
+        "spec.template.spec.tolerations: the GPU nodes' taint"
+    )
+
+
+def test_gpu_overlay_asks_for_one_gpu_on_the_gpu_nodes():
+    """One ``nvidia.com/gpu``, and the GPU nodes' toleration and node selector of the platform's GPU
+    steps (``ml_platform/defs/k8s.py``, ``k8s_tags(..., gpus=1)``).
+    """
+    step = k8s_tags(DELAY_MODEL, "small", gpus=1, model=DELAY_MODEL)[K8S_CONFIG_TAG]
+    step_limit = step["container_config"]["resources"]["limits"][GPU_RESOURCE]
+    deployment = _one("Deployment", "gpu")
+    pod = _pod(deployment)["spec"]
+    where, _ = _main_container(deployment)
+    asked = _gpus(deployment)
+    assert list(asked) == [where], deployment.at(
+        f"{GPU_RESOURCE}: asked by {sorted(asked)}, want {where} only"
+    )
+    request, limit = asked[where]
+    assert str(limit) == step_limit == "1", deployment.at(
+        f"{where}.resources.limits[{GPU_RESOURCE}]: {limit!r}, want exactly one GPU"
+    )
+    # an extended resource: the request defaults to the limit, and may only equal it
+    assert request is None or str(request) == str(limit), deployment.at(
+        f"{where}.resources.requests[{GPU_RESOURCE}]: {request!r} != limit {limit!r}"
+    )
+    assert pod.get("nodeSelector") == step["pod_spec_config"]["node_selector"] == GPU_NODE_SELECTOR, (
+        deployment.at(f"spec.template.spec.nodeSelector: {pod.get('nodeSelector')}, want {GPU_NODE_SELECTOR}")
+    )
+    assert pod.get("tolerations") == step["pod_spec_config"]["tolerations"], deployment.at(
+        f"spec.template.spec.tolerations: {pod.get('tolerations')}, "
+        f"want the GPU steps' {step['pod_spec_config']['tolerations']}"
+    )
+
+
+def test_gpu_overlay_env_leaves_the_device_to_the_device_plugin():
+    deployment = _one("Deployment", "gpu")
+    where, container = _main_container(deployment)
+    env = _container_env("gpu", container)
+    # the device plugin names the allocated GPU; `all` would expose every GPU of the node
+    assert "NVIDIA_VISIBLE_DEVICES" not in env, deployment.at(f"{where}.env NVIDIA_VISIBLE_DEVICES")
+    capabilities = env.get("NVIDIA_DRIVER_CAPABILITIES", "").split(",")
+    assert "compute" in capabilities, deployment.at(
+        f"{where}.env NVIDIA_DRIVER_CAPABILITIES: {capabilities}, want compute (CUDA)"
+    )
+
+
+def test_gpu_overlay_changes_nothing_but_the_gpu_fields():
+    """Every other check of the base therefore holds for the overlay too."""
+    base = {(m.kind, m.name): m.doc for m in RENDERED["base"]}
+    gpu = {(m.kind, m.name): m for m in RENDERED["gpu"]}
+    assert set(gpu) == set(base), f"{_relative(GPU_OVERLAY)}: resources {sorted(gpu)} vs base {sorted(base)}"
+    for key, manifest in gpu.items():
+        doc = copy.deepcopy(manifest.doc)
+        if manifest.kind == "Deployment":
+            pod = doc["spec"]["template"]["spec"]
+            pod.pop("nodeSelector", None)
+            pod.pop("tolerations", None)
+            for container in pod["containers"]:
+                for part in ("requests", "limits"):
+                    container.get("resources", {}).get(part, {}).pop(GPU_RESOURCE, None)
+                container["env"] = [e for e in container.get("env", []) if e["name"] not in GPU_ENV]
+        assert doc == base[key], manifest.at("differs from the base beyond the GPU fields")
 
 
 # --- what points at the Deployment -----------------------------------------------------------------
