@@ -24,6 +24,15 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
+def _register_subcommands() -> None:
+    from ml_platform.deploy_cli import deploy_app
+
+    app.add_typer(deploy_app, name="deploy")
+
+
+_register_subcommands()
+
+
 @app.command()
 def demo(
     start: str = typer.Option("2013-01-01", help="First day to materialize."),

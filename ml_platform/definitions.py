@@ -29,6 +29,7 @@ from ml_platform.defs.publish import BuildInfo
 from ml_platform.defs.registry.assets import build_registry_assets
 from ml_platform.defs.serving.bento import NAME as DELAY_BENTO
 from ml_platform.defs.serving.bento import build_bento_assets
+from ml_platform.defs.serving.deployment import build_deployment_assets
 from ml_platform.defs.serving.online import NAME as ONLINE_FEATURES
 from ml_platform.defs.serving.online import build_online_assets
 from ml_platform.defs.serving.prediction_log import NAME as PREDICTION_LOG
@@ -38,6 +39,7 @@ from ml_platform.defs.validation.assets import build_validated_assets
 from ml_platform.lib.versioning import git_commit
 from ml_platform.partitions import build_partitioning
 from ml_platform.resources import (
+    DeploymentResource,
     MlflowResource,
     MonitoringResource,
     OnlineStoreResource,
@@ -139,6 +141,8 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
         *build_prediction_log_assets(build, settings.prediction_log_dir),
         *build_bento_assets(build, settings.bentoml_home, settings.root_dir / "constraints.txt"),
     ]
+    deployment_assets, deploy_job, deploy_sensor = build_deployment_assets(settings.sensors_running)
+    assets += deployment_assets
     data_job = dg.define_asset_job(
         DATA_JOB,
         # online_features rides with the day's features: the snapshot of day D is refreshed when D lands
@@ -183,8 +187,13 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[data_job, model_job, monitoring_job],
-        sensors=[automation, build_retrain_sensor(build, MODEL_JOB, clock), *_storage_sensors(settings)],
+        jobs=[data_job, model_job, monitoring_job, deploy_job],
+        sensors=[
+            automation,
+            build_retrain_sensor(build, MODEL_JOB, clock),
+            deploy_sensor,
+            *_storage_sensors(settings),
+        ],
         resources={
             "versioned_store": _versioned_store(settings),
             "source": RawSourceResource(
@@ -207,6 +216,7 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
                 url=_env_var_if_set("MLP_ONLINE_STORE_URL", settings.online_store_url or "") or None,
                 embedded_path=str(settings.online_store_path),
             ),
+            "deployment": _deployment(settings),
             "monitoring": MonitoringResource(
                 metrics_dir=str(settings.metrics_dir),
                 events_table=str(settings.monitoring_events_table),
@@ -231,6 +241,22 @@ def _versioned_store(settings: PlatformSettings) -> VersionedStoreResource:
             "MLP_LAKEFS_SECRET_ACCESS_KEY", settings.lakefs_secret_access_key or ""
         ),
         lakefs_main_branch=settings.lakefs_main_branch,
+    )
+
+
+def _deployment(settings: PlatformSettings) -> DeploymentResource:
+    """The local deployment: desired state and status under the storage root, policy from settings."""
+    return DeploymentResource(
+        state_dir=str(settings.deployment_dir),
+        log_table=str(settings.deployment_log_table),
+        bentoml_home=str(settings.bentoml_home),
+        strategy=settings.deploy_strategy,
+        canary_share=settings.deploy_canary_share,
+        promote_after_s=settings.deploy_promote_after_s,
+        max_error_rate=settings.deploy_canary_max_error_rate,
+        max_p99_ms=settings.deploy_canary_max_p99_ms,
+        min_requests=settings.deploy_canary_min_requests,
+        wait_s=settings.deploy_wait_s,
     )
 
 

@@ -219,6 +219,34 @@ class PlatformSettings(BaseSettings):
         512, ge=1, description="Most flights in one batch request; larger batches are answered 413/422."
     )
 
+    deploy_strategy: Literal["blue_green", "canary", "shadow"] = Field(
+        "canary",
+        description="How the deployment asset brings a new champion in: blue_green (switch at once,"
+        " no request lost), canary (a share of the traffic first) or shadow (a copy of the traffic).",
+    )
+    deploy_canary_share: float = Field(0.1, gt=0, le=1, description="The canary's share of the requests.")
+    deploy_promote_after_s: float | None = Field(
+        900.0,
+        gt=0,
+        description="Promote a canary by itself after this many seconds without a breach (and with at"
+        " least deploy_canary_min_requests answers in its window); unset: promote by hand.",
+    )
+    deploy_canary_max_error_rate: float = Field(
+        0.05, ge=0, le=1, description="A canary whose 5xx/unanswered share exceeds this is rolled back."
+    )
+    deploy_canary_max_p99_ms: float = Field(
+        200.0, gt=0, description="A canary whose p99 latency (router-measured) exceeds this is rolled back."
+    )
+    deploy_canary_min_requests: int = Field(
+        20, ge=1, description="Answers of the canary needed before it is judged (or promoted)."
+    )
+    deploy_port: int = Field(3000, ge=1, le=65535, description="The port of `mlp deploy serve`'s router.")
+    deploy_wait_s: float = Field(
+        180.0,
+        ge=0,
+        description="How long the deployment asset waits for a running supervisor to apply the change.",
+    )
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> PlatformSettings:
         root = self.root_dir.expanduser().resolve()
@@ -274,6 +302,16 @@ class PlatformSettings(BaseSettings):
     def bentoml_home(self) -> Path:
         """BENTOML_HOME of the platform: its model store and built Bentos."""
         return self.storage_root / "bentoml"
+
+    @property
+    def deployment_dir(self) -> Path:
+        """The deployment's desired state and the supervisor's status (``desired.json``, ``status.json``)."""
+        return self.storage_root / "serving" / "deployment"
+
+    @property
+    def deployment_log_table(self) -> Path:
+        """The append-only Delta table of deploys, switches, canaries, promotions and rollbacks."""
+        return self.storage_root / "serving" / "deployments"
 
     @property
     def metrics_dir(self) -> Path:

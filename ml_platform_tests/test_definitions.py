@@ -25,6 +25,7 @@ MONITORING_ASSETS = {
     "prediction_log_profiles",
 }
 ONLINE_ASSETS = {"online_features"}
+DEPLOY_ASSETS = {"deployment"}
 
 
 def test_every_job_resolves_and_every_asset_is_described(make_settings):
@@ -43,7 +44,11 @@ def test_every_job_resolves_and_every_asset_is_described(make_settings):
         k.to_user_string() for k in jobs[MONITORING_JOB].asset_layer.executable_asset_keys
     } == MONITORING_ASSETS
     all_specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
-    assert set(all_specs) == ASSETS | MODEL_ASSETS | PROFILE_ASSETS | MONITORING_ASSETS | ONLINE_ASSETS
+    assert {k.to_user_string() for k in jobs["deploy_job"].asset_layer.executable_asset_keys} == DEPLOY_ASSETS
+    assert (
+        set(all_specs)
+        == ASSETS | MODEL_ASSETS | PROFILE_ASSETS | MONITORING_ASSETS | ONLINE_ASSETS | DEPLOY_ASSETS
+    )
     for name in PROFILE_ASSETS | MONITORING_ASSETS | ONLINE_ASSETS:
         spec = all_specs[name]
         assert isinstance(spec.partitions_def, dg.DailyPartitionsDefinition), name
@@ -53,8 +58,9 @@ def test_every_job_resolves_and_every_asset_is_described(make_settings):
         assert all_specs[name].automation_condition is not None, name
     assert all_specs["delay_model"].freshness_policy is not None
     sensors = {s.name: s for s in defs.get_repository_def().sensor_defs}
-    assert set(sensors) == {AUTOMATION_SENSOR, "retrain_sensor"}
+    assert set(sensors) == {AUTOMATION_SENSOR, "retrain_sensor", "deploy_champion_sensor"}
     assert sensors["retrain_sensor"].job_name == MODEL_JOB
+    assert sensors["deploy_champion_sensor"].job_name == "deploy_job"
     # the demo replays the sensors; the daemon starts them only in production
     assert all(s.default_status == dg.DefaultSensorStatus.STOPPED for s in sensors.values())
     for name in MODEL_ASSETS:

@@ -62,7 +62,7 @@ def _step_tags(job: dg.JobDefinition, partition: str = DAY, **run_tags: str) -> 
 
 def _all_step_tags(defs: dg.Definitions) -> dict[str, Mapping[str, str]]:
     tags: dict[str, Mapping[str, str]] = {}
-    for name in (DATA_JOB, MODEL_JOB, MONITORING_JOB):
+    for name in (DATA_JOB, MODEL_JOB, MONITORING_JOB, "deploy_job"):
         tags.update(_step_tags(defs.resolve_job_def(name)))
     return tags
 

@@ -134,7 +134,8 @@ def test_deploy_canary_rollback_forced_canary_promotion_restart_and_stop(
     assert time.monotonic() - crashed < 60
     assert until(lambda: (now := store.read()) is not None and now.generation == 3, 10)
     assert {a for a in answers if a[0] != 200} <= {(502, None)}
-    assert supervisor.tick() == []  # the challenger's departure was recorded as the rollback
+    # the guard recorded the rollback; the challenger's departure adds no other event
+    assert [e.action for e in supervisor.tick()] == ["rollback"]
     assert supervisor.challenger is None and supervisor.server is not None
     assert supervisor.server.router.policy.mode == "single"
     assert set(ask(url, flights, 20, "after")) == {(200, v1.model_version)}

@@ -368,3 +368,131 @@ def test_the_demo_serves_the_champion_asks_three_flights_and_stops_it(
     assert tag in printed and f"flights of {SNAPSHOT_DAY}" in printed, printed
     assert printed.count(f"{REGISTERED} v{bento_world.version}") == len(DEMO_FLIGHTS), printed
     assert "Bento stopped (exit code 0)" in printed, printed
+
+
+def test_the_deployment_asset_deploys_the_champions_bento_through_the_supervisor(
+    bento_world: BentoWorld, built: dg.AssetMaterialization, world: ServingWorld
+) -> None:
+    """`mlp deploy serve` runs; the `deployment` asset (and its sensor) put the champion's Bento behind it."""
+    from ml_platform.defs.serving import deployment
+    from ml_platform.lib.deploy.events import DeploymentLog
+    from ml_platform.lib.deploy.supervisor import read_status, supervisor_running
+
+    bw = bento_world
+    tag = str(built.metadata[asset.BENTO_TAG].value)
+    record = asset.bento_record(bw.instance, REGISTERED, bw.version)
+    assert record is not None
+    definitions = build_definitions(bw.settings)
+    job = definitions.resolve_job_def(deployment.JOB)
+
+    def deploy(**config: Any) -> dg.ExecuteInProcessResult:
+        return job.execute_in_process(
+            instance=bw.instance,
+            run_config={**QUIET, "ops": {deployment.NAME: {"config": config}}},
+            raise_on_error=False,
+        )
+
+    # the sensor asks for a deployment of the Bento built while its version was champion, once
+    sensor = definitions.get_sensor_def(deployment.SENSOR)
+    first = sensor.evaluate_tick(dg.build_sensor_context(instance=bw.instance))
+    [request] = first.run_requests or []
+    assert request.run_key == f"deploy:{tag}"
+    assert request.run_config["ops"][deployment.NAME]["config"]["model_version"] == bw.version
+    again = sensor.evaluate_tick(dg.build_sensor_context(instance=bw.instance, cursor=first.cursor))
+    assert not again.run_requests
+
+    port = free_port()
+    log_path = bw.root / "mlp-deploy-serve.log"
+    status_path = bw.settings.deployment_dir / "status.json"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlp")), "deploy", "serve", "--port", str(port)],
+            env=_serve_env(bw),
+            cwd=bw.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not supervisor_running(read_status(status_path)):
+                assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-4000:]
+                time.sleep(0.2)
+
+            result = deploy(strategy="blue_green", reason="first deploy of the test")
+            assert result.success, failure_messages(result)
+            [mat] = result.asset_materializations_for_node(deployment.NAME)
+            meta = {k: v.value for k, v in mat.metadata.items()}
+            assert meta[deployment.APPLIED] == "applied", log_path.read_text()[-4000:]
+            assert meta[deployment.ROUTER_URL] == f"http://127.0.0.1:{port}"
+            assert meta[deployment.MODE] == "single" and meta[deployment.GENERATION] == 1
+            assert meta[asset.BENTO_TAG] == tag and meta[keys.MLFLOW_MODEL_VERSION] == bw.version
+            assert meta[keys.LINEAGE_UPSTREAM] == [
+                {
+                    "asset": asset.NAME,
+                    "partition": WEEK,
+                    "run_id": record.run_id,
+                    "bento_tag": tag,
+                    "model_version": bw.version,
+                    "role": "champion",
+                }
+            ]
+            champion = meta[deployment.PROCESSES]["champion"]
+            assert champion["healthy"] is True and champion["bento_tag"] == tag and champion["pid"] > 0
+            assert meta[deployment.REQUESTED_BY] == f"dagster:run {result.run_id}"
+
+            row = world.known_flights(1).row(0, named=True)
+            answer = httpx.post(f"http://127.0.0.1:{port}/predict", json=body_of(row), timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert (
+                answer.headers["X-Model-Version"] == bw.version
+                and answer.headers["X-Served-By"] == "champion"
+            )
+
+            unchanged = deploy()
+            assert unchanged.success, failure_messages(unchanged)
+            [mat] = unchanged.asset_materializations_for_node(deployment.NAME)
+            assert str(mat.metadata[deployment.PLAN].value).startswith("unchanged")
+            assert mat.metadata[deployment.GENERATION].value == 1
+
+            # the rejected week built no Bento: nothing is deployed from a guess
+            refused = deploy(model_version=bw.rejected_version)
+            assert not refused.success
+            assert f"no {asset.NAME} materialization built {REGISTERED} v{bw.rejected_version}" in (
+                failure_messages(refused)
+            )
+            no_canary = deploy(rollback=True)
+            assert not no_canary.success and "no challenger to roll back" in failure_messages(no_canary)
+
+            shown = subprocess.run(
+                [str(Path(sys.executable).with_name("mlp")), "deploy", "status"],
+                env=_serve_env(bw),
+                cwd=bw.root,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert shown.returncode == 0, shown.stderr
+            assert f"serves http://127.0.0.1:{port}" in shown.stdout and "deploy" in shown.stdout
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGINT)
+            try:
+                code = process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                raise
+    printed = log_path.read_text(errors="replace")
+    assert code == 0 and "stopped." in printed, printed[-3000:]
+    status = read_status(status_path)
+    assert status is not None and status["stopped"] and not supervisor_running(status)
+    events = DeploymentLog(bw.settings.deployment_log_table).events()
+    assert [(e.action, e.bento_tag, e.model_version) for e in events] == [
+        ("deploy", tag, bw.version),
+        ("stop", tag, bw.version),
+    ]
+    assert (
+        events[0].actor == f"dagster:run {result.run_id}" and events[0].reason == "first deploy of the test"
+    )
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/-/router", timeout=1.0)

@@ -213,11 +213,11 @@ class DeploymentLog:
             previous = event.event_hash
         return len(events)
 
-    def rollback_recorder(self, actor: str) -> Callable[[Rollback], None]:
+    def rollback_recorder(self, actor: str) -> Callable[[Rollback], DeploymentEvent]:
         """An ``on_rollback`` for :class:`~ml_platform.lib.deploy.rollback.CanaryGuard` that appends here."""
 
-        def record(rollback: Rollback) -> None:
-            self.append(
+        def record(rollback: Rollback) -> DeploymentEvent:
+            return self.append(
                 "rollback",
                 mode="single",
                 bento_tag=rollback.challenger.bento_tag,

@@ -165,7 +165,7 @@ class CanaryGuard:
         router: Router,
         thresholds: CanaryThresholds | None = None,
         *,
-        on_rollback: Callable[[Rollback], None] | None = None,
+        on_rollback: Callable[[Rollback], object] | None = None,
         roles: tuple[Role, ...] = ("challenger",),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

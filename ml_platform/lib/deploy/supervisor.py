@@ -142,6 +142,7 @@ class Supervisor:
         self.guard: CanaryGuard | None = None
         self.canary_since: float | None = None
         self.events: list[DeploymentEvent] = []
+        self._reported = 0
         self._guard_rolled_back: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -155,8 +156,10 @@ class Supervisor:
         return None if self.server is None else self.server.url
 
     def tick(self) -> list[DeploymentEvent]:
-        """One round (see the module doc); return the events it recorded."""
-        before = len(self.events)
+        """One round (see the module doc); return the events recorded since the last round's end.
+
+        Those include a rollback the guard recorded between two rounds.
+        """
         desired = self.store.read()
         if (
             desired is not None
@@ -172,7 +175,9 @@ class Supervisor:
         self._heal()
         self._maybe_promote()
         self.write_status()
-        return self.events[before:]
+        fresh = self.events[self._reported :]
+        self._reported += len(fresh)
+        return fresh
 
     def serve_forever(
         self, poll_s: float = 1.0, on_tick: Callable[[list[DeploymentEvent]], None] | None = None
@@ -456,7 +461,7 @@ class Supervisor:
         tag = rollback.challenger.bento_tag or ""
         self._guard_rolled_back.add(tag)
         try:
-            self.log.rollback_recorder(ROLLBACK_ACTOR)(rollback)
+            self.events.append(self.log.rollback_recorder(ROLLBACK_ACTOR)(rollback))
         finally:
             self.store.update(
                 lambda current: (
