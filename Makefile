@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install checkov demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor bench-scale clean-data audit serve
+.PHONY: install checkov demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor bench-scale clean-data audit serve deploy
 
 # torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
 # pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
@@ -40,6 +40,9 @@ replay: install  ## replay days forward after the demo (automation + retrain sen
 
 serve: install  ## serve the champion's Bento (built by delay_bento) on http://127.0.0.1:3000 until Ctrl-C
 	$(BIN)/mlp serve $(SERVE_ARGS)
+
+deploy: install  ## the deployment supervisor (mlp deploy serve): router on http://127.0.0.1:3100, canary guard, until Ctrl-C
+	$(BIN)/mlp deploy serve $(DEPLOY_ARGS)
 
 ui: install  ## Dagster UI + daemon (dagster dev) on the same instance as the demo
 	$(BIN)/mlp ui

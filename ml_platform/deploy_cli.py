@@ -34,7 +34,7 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 
 @deploy_app.command("serve")
 def serve(
-    port: int | None = typer.Option(None, help="The router's port (default: MLP_DEPLOY_PORT, 3000)."),
+    port: int | None = typer.Option(None, help="The router's port (default: MLP_DEPLOY_PORT, 3100)."),
     host: str = typer.Option("127.0.0.1", help="Host the router binds."),
     poll: float = typer.Option(1.0, help="Seconds between two looks at the desired state."),
 ) -> None:
@@ -179,6 +179,7 @@ def status(events: int = typer.Option(10, help="How many of the last deployment 
                     p["since"][:19],
                 )
         console.print(table)
+    _print_bentos(settings)
     log = DeploymentLog(settings.deployment_log_table)
     recorded = log.events()[-events:]
     if recorded:
@@ -244,6 +245,29 @@ def _materialize(config: dict[str, Any]) -> None:
     )
     if meta[asset.APPLIED] == "no_supervisor":
         console.print("  It waits in the desired state: start the supervisor with `mlp deploy serve`.")
+
+
+def _print_bentos(settings: PlatformSettings) -> None:
+    """The versions that can be deployed: those delay_bento built a Bento for (newest first)."""
+    import dagster as dg
+
+    from ml_platform.defs.serving.bento import BENTO_TAG
+    from ml_platform.defs.serving.bento import NAME as DELAY_BENTO
+    from ml_platform.instance import open_instance
+    from ml_platform.lib import metadata as keys
+
+    records = open_instance(settings).fetch_materializations(dg.AssetKey(DELAY_BENTO), limit=200).records
+    seen: dict[str, str] = {}
+    for record in records:
+        mat = record.asset_materialization
+        if mat is None or keys.MLFLOW_MODEL_VERSION not in mat.metadata:
+            continue
+        version = str(mat.metadata[keys.MLFLOW_MODEL_VERSION].value)
+        seen.setdefault(
+            version, f"v{version} ({mat.metadata[BENTO_TAG].value}, {DELAY_BENTO}[{mat.partition}])"
+        )
+    if seen:
+        console.print("Deployable (a Bento was built): " + "; ".join(seen.values()), highlight=False)
 
 
 def _print_events(events: list[DeploymentEvent]) -> None:

@@ -240,7 +240,9 @@ class PlatformSettings(BaseSettings):
     deploy_canary_min_requests: int = Field(
         20, ge=1, description="Answers of the canary needed before it is judged (or promoted)."
     )
-    deploy_port: int = Field(3000, ge=1, le=65535, description="The port of `mlp deploy serve`'s router.")
+    deploy_port: int = Field(
+        3100, ge=1, le=65535, description="The port of `mlp deploy serve`'s router (`make ui` has 3000)."
+    )
     deploy_wait_s: float = Field(
         180.0,
         ge=0,
