@@ -253,6 +253,17 @@ def _serve_env(bw: BentoWorld) -> dict[str, str]:
     }
 
 
+def _ctrl_c(process: subprocess.Popen[bytes]) -> int:
+    """Ctrl-C to the process group of ``process`` (as a terminal sends it); its exit code within 60 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        return process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+
+
 def test_mlp_serve_serves_the_champions_bento_until_ctrl_c(
     bento_world: BentoWorld, built: dg.AssetMaterialization, world: ServingWorld
 ) -> None:
@@ -288,13 +299,7 @@ def test_mlp_serve_serves_the_champions_bento_until_ctrl_c(
             assert answer["model_version"] == bento_world.version
             assert response.headers["X-Model-Version"] == bento_world.version
         finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGINT)
-            try:
-                code = process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                raise
+            code = _ctrl_c(process)
     printed = log_path.read_text(errors="replace")
     tag = str(built.metadata[asset.BENTO_TAG].value)
     assert f"{REGISTERED} v{bento_world.version}" in printed and tag in printed, printed[-3000:]
@@ -475,13 +480,7 @@ def test_the_deployment_asset_deploys_the_champions_bento_through_the_supervisor
             assert shown.returncode == 0, shown.stderr
             assert f"serves http://127.0.0.1:{port}" in shown.stdout and "deploy" in shown.stdout
         finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGINT)
-            try:
-                code = process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                raise
+            code = _ctrl_c(process)
     printed = log_path.read_text(errors="replace")
     assert code == 0 and "stopped." in printed, printed[-3000:]
     status = read_status(status_path)
