@@ -28,6 +28,10 @@ def _register_subcommands() -> None:
     from ml_platform.deploy_cli import deploy_app
 
     app.add_typer(deploy_app, name="deploy")
+    from ml_platform.lineage_cli import impact, lineage
+
+    app.command("lineage")(lineage)
+    app.command("impact")(impact)
 
 
 _register_subcommands()

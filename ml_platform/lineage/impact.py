@@ -1,0 +1,320 @@
+"""``impact``: everything recorded as derived from raw partitions (the data-incident workflow).
+
+Walks the recorded ``lineage/upstream`` forward, one asset at a time, with one pass over that
+asset's candidate materialization records (a batched fetch, never a query per partition):
+
+    raw_* -> validated_* -> flight_features -> delay_model (trained on) / model_evaluation (holdout)
+      -> delay_bento -> deployment (materializations, the current desired state, the deployment log)
+
+A downstream materialization is impacted when its ``lineage/upstream`` names an impacted upstream
+*version*: the same table, partition, table version (or lakeFS commit) and content hash as an
+impacted materialization recorded. So a raw day rewritten later impacts only what read the new
+version, and what read the old one is reported against the old one.
+
+Candidates are narrowed by the declared partition mappings (the same mapping objects the assets
+read through) and by storage id (a downstream is always recorded after what it read); the link
+itself is only ever the recorded pin or run id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+from ml_platform.lib import metadata as keys
+from ml_platform.lineage import records as rec
+from ml_platform.lineage.model import (
+    DeploymentMaterializationRef,
+    ImpactedBento,
+    ImpactedDeployment,
+    ImpactedEvaluation,
+    ImpactedModel,
+    ImpactedPartition,
+    ImpactReport,
+    LineageError,
+)
+from ml_platform.lineage.sources import LineageSources, deployment_events, desired_roles, read_desired
+from ml_platform.lineage.trace import DELAY_BENTO, DELAY_MODEL, DEPLOYMENT, EVALUATION, FEATURES
+
+if TYPE_CHECKING:
+    from ml_platform.settings import PlatformSettings
+
+RAW_ASSETS = ("raw_flights", "raw_weather")
+_TARGET = re.compile(
+    r"^(?:(?P<asset>raw_\w+)(?:\[|:))?(?P<first>\d{4}-\d{2}-\d{2})(?:\.\.(?P<last>\d{4}-\d{2}-\d{2}))?\]?$"
+)
+
+
+def parse_target(target: str, assets: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """The raw assets and days of ``2013-01-10``, ``2013-01-10..2013-01-12`` or ``raw_weather[2013-01-10]``.
+
+    Raises:
+        LineageError: naming what is wrong.
+    """
+    match = _TARGET.match(target.strip())
+    if match is None:
+        raise LineageError(
+            f"{target!r} is not a raw partition or range: use YYYY-MM-DD, YYYY-MM-DD..YYYY-MM-DD,"
+            " or raw_flights[YYYY-MM-DD] / raw_weather[YYYY-MM-DD..YYYY-MM-DD]"
+        )
+    try:
+        first = date.fromisoformat(match["first"])
+        last = date.fromisoformat(match["last"]) if match["last"] else first
+    except ValueError as exc:
+        raise LineageError(f"{target!r}: {exc}") from exc
+    if last < first:
+        raise LineageError(f"{target!r}: the range ends before it starts")
+    chosen = [match["asset"]] if match["asset"] else list(assets or RAW_ASSETS)
+    unknown = [a for a in chosen if a not in RAW_ASSETS]
+    if unknown:
+        raise LineageError(f"{', '.join(unknown)} is not a raw asset (one of {', '.join(RAW_ASSETS)})")
+    days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    return chosen, days
+
+
+def impact(
+    instance: dg.DagsterInstance,
+    settings: PlatformSettings | LineageSources,
+    target: str,
+    *,
+    assets: Sequence[str] | None = None,
+) -> ImpactReport:
+    """Every validated and feature partition, model version, evaluation, Bento and deployment recorded
+    as derived from the raw partitions of ``target`` (see the module doc).
+
+    Args:
+        instance: The Dagster instance that recorded the materializations.
+        settings: The platform settings (or :class:`LineageSources`).
+        target: ``YYYY-MM-DD``, ``YYYY-MM-DD..YYYY-MM-DD`` or ``raw_weather[YYYY-MM-DD]``.
+        assets: The raw assets of a bare date or range (default: both).
+
+    Raises:
+        LineageError: the target cannot be read.
+    """
+    src = LineageSources.of(settings)
+    raw_assets, days = parse_target(target, assets)
+    report = ImpactReport(assets=raw_assets, partitions=days)
+
+    # raw: every recorded version of the target partitions
+    impacted: dict[rec.PinKey, str] = {}
+    for asset in raw_assets:
+        records = rec.fetch(instance, asset, partitions=days)
+        seen = {r.asset_materialization.partition for r in records}  # type: ignore[union-attr]
+        report.not_materialized += [f"{asset}[{d}]" for d in days if d not in seen]
+        for record in records:
+            pin = rec.record_pin(record)
+            if pin is None:
+                report.notes.append(f"{rec.materialization(record).id} records no storage version")
+                continue
+            impacted.setdefault(pin, rec.describe_pin(pin))
+            report.raw.append(_partition(record, []))
+
+    # validated_<dataset>[D] reads raw_<dataset>[D]
+    validated_pins: dict[rec.PinKey, str] = {}
+    for asset in raw_assets:
+        own = {p: d for p, d in impacted.items() if p[0] == asset}
+        if not own:
+            continue
+        found = _forward(instance, asset.replace("raw_", "validated_"), own, partitions={p[1] for p in own})
+        report.validated += [item for item, _ in found]
+        validated_pins.update({pin: rec.describe_pin(pin) for _, pin in found if pin is not None})
+
+    # flight_features[D] reads validated_flights[D-28..D] and validated_weather[D-1..D]
+    candidates = _feature_candidates(src, validated_pins)
+    first_validated = min((i.materialization.storage_id for i in report.validated), default=None)
+    found = _forward(
+        instance, FEATURES, validated_pins, partitions=candidates, after_storage_id=first_validated
+    )
+    report.features = [item for item, _ in found]
+    feature_pins = {pin: rec.describe_pin(pin) for _, pin in found if pin is not None}
+
+    # delay_model[W] trains on its window's feature pins; model_evaluation[W] reads W's as holdout
+    after = min((i.materialization.storage_id for i in report.features), default=None)
+    models = []
+    evaluations = []
+    if feature_pins:
+        for record in rec.fetch(instance, DELAY_MODEL, after_storage_id=after):
+            read = _reads(record, feature_pins)
+            if read:
+                models.append((record, read))
+        for record in rec.fetch(instance, EVALUATION, after_storage_id=after):
+            read = _reads(record, feature_pins)
+            if read:
+                evaluations.append((record, read))
+    report.models = _models(src, models)
+    report.evaluations = [
+        ImpactedEvaluation(
+            id=rec.materialization(r).id,
+            materialization=rec.materialization(r),
+            model_version=rec.text(r, keys.MLFLOW_MODEL_VERSION),
+            passed=rec.value(r, keys.EVALUATION_PASSED),
+            read=read,
+        )
+        for r, read in evaluations
+    ]
+
+    # delay_bento names the delay_model and model_evaluation runs it was built from
+    trained = {(rec.materialization(r).partition, r.run_id): rec.materialization(r).id for r, _ in models}
+    judged = {(rec.materialization(r).partition, r.run_id): rec.materialization(r).id for r, _ in evaluations}
+    bentos: list[tuple[dg.EventLogRecord, ImpactedBento]] = []
+    first = min([r.storage_id for r, _ in models] + [r.storage_id for r, _ in evaluations], default=None)
+    if first is not None:
+        from ml_platform.defs.serving.bento import BENTO_TAG
+
+        for record in rec.fetch(instance, DELAY_BENTO, after_storage_id=first):
+            via, read = [], []
+            for entry in rec.upstream_entries(record) or []:
+                ref = (entry.get("partition"), entry.get("run_id"))
+                if entry.get("asset") == DELAY_MODEL and ref in trained:
+                    via.append("training")
+                    read.append(trained[ref])
+                if entry.get("asset") == EVALUATION and ref in judged:
+                    via.append("evaluation")
+                    read.append(judged[ref])
+            if via:
+                mat = rec.materialization(record)
+                bentos.append(
+                    (
+                        record,
+                        ImpactedBento(
+                            id=mat.id,
+                            tag=rec.text(record, BENTO_TAG),
+                            model_name=rec.text(record, keys.MLFLOW_MODEL_NAME),
+                            model_version=rec.text(record, keys.MLFLOW_MODEL_VERSION),
+                            materialization=mat,
+                            via=via,
+                            read=read,
+                        ),
+                    )
+                )
+    report.bentos = [b for _, b in bentos]
+    report.deployment = _deployments(instance, src, bentos)
+    return report
+
+
+def _partition(record: dg.EventLogRecord, read: list[str]) -> ImpactedPartition:
+    mat = rec.materialization(record)
+    return ImpactedPartition(id=mat.id, materialization=mat, storage=rec.storage(record), read=read)
+
+
+def _reads(record: dg.EventLogRecord, pins: dict[rec.PinKey, str]) -> list[str]:
+    """The impacted pins (described) that ``record``'s ``lineage/upstream`` names."""
+    out = []
+    for entry in rec.upstream_entries(record) or []:
+        pin = rec.upstream_pin(entry)
+        if pin is not None and pin in pins:
+            out.append(pins[pin])
+    return out
+
+
+def _forward(
+    instance: dg.DagsterInstance,
+    asset: str,
+    upstream: dict[rec.PinKey, str],
+    *,
+    partitions: Iterable[str] | None,
+    after_storage_id: int | None = None,
+) -> list[tuple[ImpactedPartition, rec.PinKey | None]]:
+    """The materializations of ``asset`` (one fetch) whose recorded upstream names an impacted pin."""
+    if not upstream:
+        return []
+    out = []
+    for record in rec.fetch(instance, asset, partitions=partitions, after_storage_id=after_storage_id):
+        read = _reads(record, upstream)
+        if read:
+            out.append((_partition(record, read), rec.record_pin(record)))
+    return out
+
+
+def _feature_candidates(src: LineageSources, validated: dict[rec.PinKey, str]) -> list[str] | None:
+    """The feature days whose declared windows contain an impacted validated day (None: all days)."""
+    parts = src.partitioning
+    if parts is None:
+        return None
+    out: set[str] = set()
+    for dataset, mapping in (
+        ("validated_flights", parts.flights_window),
+        ("validated_weather", parts.weather_window),
+    ):
+        days = sorted({p[1] for p in validated if p[0] == dataset})
+        if not days:
+            continue
+        subset = parts.daily.subset_with_partition_keys([d for d in days if parts.daily.has_partition_key(d)])
+        downstream = mapping.get_downstream_partitions_for_partitions(subset, parts.daily, parts.daily)
+        out.update(downstream.get_partition_keys())
+        out.update(days)  # a day always reads itself
+    return sorted(out)
+
+
+def _models(src: LineageSources, models: list[tuple[dg.EventLogRecord, list[str]]]) -> list[ImpactedModel]:
+    aliases: dict[str, dict[str, str] | None] = {}
+    if models:
+        from mlflow.exceptions import MlflowException
+
+        client = src.client()
+        for name in {rec.text(r, keys.MLFLOW_MODEL_NAME) for r, _ in models}:
+            if name is None:
+                continue
+            try:
+                aliases[name] = {
+                    str(k): str(v) for k, v in (client.get_registered_model(name).aliases or {}).items()
+                }
+            except MlflowException:
+                aliases[name] = None
+    out = []
+    for record, read in models:
+        name = rec.text(record, keys.MLFLOW_MODEL_NAME)
+        version = rec.text(record, keys.MLFLOW_MODEL_VERSION)
+        now = aliases.get(name or "")
+        out.append(
+            ImpactedModel(
+                id=rec.materialization(record).id,
+                model_name=name,
+                version=version,
+                materialization=rec.materialization(record),
+                mlflow_run_id=rec.text(record, keys.MLFLOW_RUN_ID),
+                aliases_now=None if now is None else sorted(a for a, v in now.items() if v == version),
+                read=read,
+            )
+        )
+    return out
+
+
+def _deployments(
+    instance: dg.DagsterInstance, src: LineageSources, bentos: list[tuple[dg.EventLogRecord, Any]]
+) -> ImpactedDeployment:
+    from ml_platform.defs.serving import deployment as d
+
+    tags = {b.tag for _, b in bentos if b.tag}
+    built = {(r.asset_materialization.partition, r.run_id) for r, _ in bentos}  # type: ignore[union-attr]
+    state, _ = read_desired(src.desired_path)
+    events, _, _ = deployment_events(src.deployment_log_table, tags) if tags else ([], None, None)
+    refs = []
+    if bentos:
+        after = min(r.storage_id for r, _ in bentos)
+        for record in rec.fetch(instance, DEPLOYMENT, after_storage_id=after):
+            for entry in rec.upstream_entries(record) or []:
+                if (
+                    entry.get("asset") == DELAY_BENTO
+                    and (entry.get("partition"), entry.get("run_id")) in built
+                ):
+                    generation = rec.value(record, d.GENERATION)
+                    refs.append(
+                        DeploymentMaterializationRef(
+                            materialization=rec.materialization(record),
+                            bento_tag=None if entry.get("bento_tag") is None else str(entry["bento_tag"]),
+                            role=None if entry.get("role") is None else str(entry["role"]),
+                            generation=None if generation is None else int(generation),
+                            applied=rec.text(record, d.APPLIED),
+                        )
+                    )
+    return ImpactedDeployment(
+        desired_path=str(src.desired_path),
+        roles=desired_roles(state, tags),
+        events=events,
+        materializations=refs,
+    )

