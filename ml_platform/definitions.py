@@ -141,7 +141,9 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
         *build_prediction_log_assets(build, settings.prediction_log_dir),
         *build_bento_assets(build, settings.bentoml_home, settings.root_dir / "constraints.txt"),
     ]
-    deployment_assets, deploy_job, deploy_sensor = build_deployment_assets(settings.sensors_running)
+    deployment_assets, deploy_job, deploy_sensor = build_deployment_assets(
+        settings.sensors_running, build.build.git_commit
+    )
     assets += deployment_assets
     data_job = dg.define_asset_job(
         DATA_JOB,

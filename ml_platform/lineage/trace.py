@@ -671,8 +671,17 @@ class _Tracer:
                 continue
             if PROMOTION in named and r.run_id != named[PROMOTION]:
                 continue
-            if rec.upstream_entries(r) is None:
+            entries = rec.upstream_entries(r)
+            if entries is None:
                 unlinked.append(rec.materialization(r).id)
+            else:
+                read = {str(e.get("run_id")) for e in entries if e.get("asset") == EVALUATION}
+                chain.check(
+                    "the promotion re-checked this evaluation's gates",
+                    bool(read) and read <= {ev.run_id for ev in eval_records},
+                    f"{rec.materialization(r).id} read {EVALUATION} run(s)"
+                    f" {', '.join(sorted(read)) or 'none'}",
+                )
             promotions.append(
                 Promotion(
                     materialization=rec.materialization(r),

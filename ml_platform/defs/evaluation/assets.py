@@ -173,6 +173,7 @@ def build_evaluation_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                 ]
                 + [p.to_metadata() for p in holdout_pins]
             ),
+            keys.LINEAGE_CODE_VERSION: context.assets_def.code_versions_by_key[context.asset_key] or "",
             keys.LINEAGE_GIT_COMMIT: build.build.git_commit,
             "evaluation/metrics": dg.MetadataValue.md(_metrics_table(report)),
             **{metric_key("model", m): float(v) for m, v in report.model.metrics.items()},

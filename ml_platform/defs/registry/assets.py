@@ -90,6 +90,20 @@ def build_registry_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                 keys.REGISTRY_CHAMPION: after or "none",
                 keys.REGISTRY_EVENT: event_id,
                 "registry/policy": spec.promotion_policy,
+                # the evaluation whose recorded gates were re-checked, and the model it judged
+                keys.LINEAGE_UPSTREAM: dg.MetadataValue.json(
+                    [
+                        {
+                            "asset": EVALUATION,
+                            "partition": partition,
+                            "run_id": evaluation.run_id,
+                            "storage_id": evaluation.storage_id,
+                            "model_version": version,
+                        }
+                    ]
+                ),
+                keys.LINEAGE_CODE_VERSION: context.assets_def.code_versions_by_key[context.asset_key] or "",
+                keys.LINEAGE_GIT_COMMIT: build.build.git_commit,
             }
         )
 

@@ -76,7 +76,7 @@ class DeploymentConfig(dg.Config):
 
 
 def build_deployment_assets(
-    sensors_running: bool,
+    sensors_running: bool, git_commit: str
 ) -> tuple[list[dg.AssetsDefinition], Any, dg.SensorDefinition]:
     """The ``deployment`` asset, the job that materializes it and the sensor that deploys new champions."""
 
@@ -111,7 +111,7 @@ def build_deployment_assets(
         from ml_platform.lib.deploy.rollback import CanaryThresholds
 
         store = deployment.store()
-        actor = config.requested_by or f"dagster:run {context.run_id}"
+        actor = config.requested_by or f"dagster:run {context.run.run_id}"
         model_name = mlflow_registry.model_name
         try:
             if config.rollback:
@@ -230,6 +230,7 @@ def build_deployment_assets(
                 LOG_TABLE: dg.MetadataValue.path(deployment.log_table),
                 keys.LINEAGE_UPSTREAM: dg.MetadataValue.json(upstream),
                 keys.LINEAGE_CODE_VERSION: context.assets_def.code_versions_by_key[context.asset_key] or "",
+                keys.LINEAGE_GIT_COMMIT: git_commit,
             },
         )
 
