@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install checkov demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor bench-scale clean-data audit serve deploy
+.PHONY: install checkov demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor bench-scale bench-serving clean-data audit serve deploy
 
 # torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
 # pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
@@ -74,6 +74,9 @@ bench-scale: install  ## per-partition inputs of docs/scaling.md: Postgres event
 
 bench-train: install  ## training throughput, HPO trials/min, Dagster+MLflow overhead (builds its own instance)
 	$(BIN)/python benchmarks/train_throughput.py
+
+bench-serving: install  ## delay_service (BentoML) vs a plain FastAPI app, same model: p50/p99, req/s at 1-64 clients (~3 min)
+	$(BIN)/python benchmarks/serving_latency.py --snapshot $(BENCH_ARGS)
 
 clean-data:  ## forget the embedded instance and store (the demo starts from scratch)
 	rm -rf .dagster storage

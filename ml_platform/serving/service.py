@@ -30,8 +30,8 @@ How a request is answered: :class:`~ml_platform.lib.serving.http.EdgeMiddleware`
 assigns the request id, checks content type and size and counts the answer; BentoML parses the body
 into the pydantic model; the handler checks the model's vocabularies, then hands the flights to the
 :class:`~ml_platform.lib.serving.batching.AdaptiveBatcher`, which scores concurrent requests
-together in one thread (online features from the store, then the model); the handler records the
-prediction metrics and the prediction log lines and answers.
+together in one thread (online features from the store, then the model); the handler answers, and
+the prediction metrics and the prediction log lines are recorded once the answer has been sent.
 
 Which model is served, decided when the service starts:
 
@@ -44,6 +44,32 @@ Which model is served, decided when the service starts:
    ``MLP_SERVING_MODEL_VERSION``, or at the alias ``MLP_SERVING_MODEL_ALIAS`` (default
    ``champion``), from ``MLP_MLFLOW_TRACKING_URI``; packaged into a model store under the temp
    folder first (:func:`~ml_platform.lib.serving.packaging.package_version`), then loaded.
+
+Latency tuning (``benchmarks/serving_latency.py``, docs/benchmarks.md "Serving latency"): what
+made BentoML's tail, and what the service sets instead:
+
+* **Full garbage collections.** The worker's heap after start-up (torch, polars, BentoML and
+  their imports) holds ~390,000 objects; a full collection walks them all (~200 ms). BentoML's
+  ``TimeoutMiddleware`` schedules one ``call_later(traffic.timeout)`` per request and never
+  cancels it, so every request leaves a timer (six objects) alive for the whole timeout: they
+  survive into the old generation and trigger a full collection every thousand or so requests
+  under load. The service freezes its start-up heap (:func:`settle_heap`: ``gc.collect()`` then
+  ``gc.freeze()``, so collections skip it) and uses a short ``traffic.timeout``
+  (:data:`REQUEST_TIMEOUT_S`, 5 s: fewer live timers; a request that takes that long is broken).
+* **The prediction log's JSON.** Turning a line into JSON takes ~70 us of Python in the writer
+  thread; a flush of 256 lines held the GIL for ~18 ms, delaying every request in flight. The
+  handler now hands its lines over *after* the answer is sent
+  (:meth:`~ml_platform.lib.serving.http.RequestState.after_response`) and the writer flushes
+  every :data:`PREDICTION_LOG_FLUSH_LINES` lines (or every second), ~0.3 ms of GIL at a time.
+* **Per-request work of unused features.** BentoML wraps every request in an OpenTelemetry span
+  (three more for the answer's messages) even when nothing samples or exports them, and writes an
+  access log line through :mod:`logging`: together about half of the event loop's time per
+  request. The API routes are excluded from tracing and the access log is off
+  (:data:`SERVICE_CONFIG`); every answer is still counted in ``mlp_requests_total`` and every
+  prediction is in the prediction log, with its request id. To trace or log the API routes again,
+  override the service's BentoML config, e.g. ``BENTOML_CONFIG_OPTIONS=
+  "services.delay_service.logging.access.enabled=true
+  services.delay_service.tracing.excluded_urls=[]"`` (with a tracing exporter configured).
 
 The rest of the configuration is :class:`~ml_platform.settings.PlatformSettings`, read when the
 service starts: ``serving_api_token``, ``serving_max_batch``, ``online_store_url`` (or the embedded
@@ -58,6 +84,7 @@ BentoML's decorator needs them then: ``MLP_SERVING_MODEL_TAG`` (above) and ``MLP
 from __future__ import annotations
 
 import fcntl
+import gc
 import logging
 import os
 import tempfile
@@ -100,6 +127,19 @@ MODEL_TAG_ENV: Final = "MLP_SERVING_MODEL_TAG"
 ROUTES: Final = {"/predict": "predict", "/predict_batch": "predict_batch"}
 #: Bytes a flight may take in a batch body (pretty-printed JSON is ~250), for the body limit.
 BYTES_PER_FLIGHT: Final = 1024
+#: BentoML's ``traffic.timeout``: a request not answered in this many seconds gets 504. Short,
+#: because BentoML keeps one timer per request alive this long (see the module doc).
+REQUEST_TIMEOUT_S: Final = 5
+#: Prediction-log lines the writer thread turns into JSON at a time: the default, 256, held the
+#: GIL for ~18 ms; 4 lines take ~0.3 ms (fewer cost more per line: a file append and a thread
+#: wake-up each). At low traffic the writer's 1 s timer flushes.
+PREDICTION_LOG_FLUSH_LINES: Final = 4
+#: The BentoML configuration of the service (``@bentoml.service``); see the module doc.
+SERVICE_CONFIG: Final[dict[str, Any]] = {
+    "traffic": {"timeout": REQUEST_TIMEOUT_S},
+    "logging": {"access": {"enabled": False}},
+    "tracing": {"excluded_urls": list(ROUTES)},
+}
 
 logger = logging.getLogger("ml_platform.serving")
 
@@ -122,6 +162,16 @@ EDGE: Final = EdgeConfig(api_paths=dict(ROUTES))
 _metrics: ServingMetrics | None = None
 
 
+def settle_heap() -> None:
+    """Collect the start-up garbage, then freeze what is left out of the collector's reach.
+
+    Called once the service is loaded and warm: the modules, the model and the store stay alive
+    for the whole process, and a full collection then walks only what requests made since.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def process_metrics() -> ServingMetrics:
     """The serving metrics of this process, created once on prometheus_client's default registry.
 
@@ -141,8 +191,8 @@ def process_metrics() -> ServingMetrics:
 @bentoml.service(
     name=SERVICE_NAME,
     workers=WORKERS,
-    traffic={"timeout": 30},
     labels={"ml-platform/model": "delay_model"},
+    **SERVICE_CONFIG,
 )
 class DelayService:
     """Predicts arrival delays of flights from what a caller knows plus the online features."""
@@ -173,7 +223,9 @@ class DelayService:
         self.max_batch = settings.serving_max_batch
         self.batcher = AdaptiveBatcher(self.predictor.score, max_batch=self.max_batch)
         self.metrics = process_metrics()
-        self.prediction_log = PredictionLog(settings.prediction_log_dir, on_error=self._log_lost)
+        self.prediction_log = PredictionLog(
+            settings.prediction_log_dir, flush_lines=PREDICTION_LOG_FLUSH_LINES, on_error=self._log_lost
+        )
         self.prediction_log.start()
         EDGE.configure(
             api_token=settings.serving_api_token,
@@ -182,6 +234,7 @@ class DelayService:
             metrics=self.metrics,
         )
         self._warm_up()
+        settle_heap()
         logger.info(
             "serving %s from %s; online store %s; prediction log %s; started in %.1f s",
             info.describe(),
@@ -324,13 +377,31 @@ class DelayService:
         )
 
     def _record(self, state: RequestState, flights: list[FlightRequest], scored: list[ScoredFlight]) -> None:
-        """The prediction metrics and the prediction log lines of one answered request."""
+        """The prediction metrics and the prediction log lines of one answered request.
+
+        The latency is taken now (the prediction is ready); the rest waits until the answer has
+        been sent (:meth:`RequestState.after_response`), or runs at once for a request that did
+        not come through the edge middleware.
+        """
+        latency_ms = state.elapsed_ms()
+        now = datetime.now(UTC)
+        if current_request() is state:
+            state.after_response(lambda: self._log(state, flights, scored, latency_ms, now))
+        else:
+            self._log(state, flights, scored, latency_ms, now)
+
+    def _log(
+        self,
+        state: RequestState,
+        flights: list[FlightRequest],
+        scored: list[ScoredFlight],
+        latency_ms: float,
+        now: datetime,
+    ) -> None:
         from ml_platform.lib.serving.prediction_log import LogRecord
 
         info = self.predictor.info
         version = info.model_version
-        latency_ms = state.elapsed_ms()
-        now = datetime.now(UTC)
         records: list[LogRecord] = []
         for index, (flight, result) in enumerate(zip(flights, scored, strict=True)):
             self.metrics.observe_prediction(

@@ -195,3 +195,73 @@ def test_error_kinds_come_from_the_handler_or_the_status() -> None:
     assert kinds(registry500) == {"RuntimeError": 1}
     statuses = {dict(k[1])["status"] for k in samples(registry500) if k[0] == m.REQUESTS}
     assert statuses == {"500"}
+
+
+class Deferring(Stub):
+    """A stub handler that leaves work for after its answer, recording when each step happens."""
+
+    def __init__(self, events: list[str], fail_first: bool = False, raises: bool = False) -> None:
+        super().__init__(raises=raises)
+        self.events = events
+        self.fail_first = fail_first
+        #: called by the second deferred item (to look at the metrics at that moment)
+        self.probe: Callable[[], None] | None = None
+
+    async def __call__(self, scope: Any, receive: Callable[[], Awaitable[Message]], send: Any) -> None:
+        state = current_request()
+        assert state is not None
+
+        def first() -> None:
+            self.events.append("deferred 1")
+            if self.fail_first:
+                raise OSError("disk full")
+
+        state.after_response(first)
+
+        def second() -> None:
+            self.events.append("deferred 2")
+            if self.probe is not None:
+                self.probe()
+
+        state.after_response(second)
+
+        async def recording_send(message: Message) -> None:
+            self.events.append(message["type"])
+            await send(message)
+
+        await super().__call__(scope, receive, recording_send)
+
+
+def test_deferred_work_runs_after_the_answer_and_before_the_request_is_counted() -> None:
+    events: list[str] = []
+    stub = Deferring(events)
+    app, registry = edge(stub)
+    counted_then: list[float] = []
+    stub.probe = lambda: counted_then.append(
+        sum(v for k, v in samples(registry).items() if k[0] == m.REQUESTS)
+    )
+    assert call(app)[0] == 200
+    assert events == ["http.response.start", "http.response.body", "deferred 1", "deferred 2"]
+    assert counted_then == [0]  # the deferred work ran before the request was counted
+    assert sum(v for k, v in samples(registry).items() if k[0] == m.REQUESTS) == 1
+    assert current_request() is None
+
+
+def test_failing_deferred_work_neither_stops_the_rest_nor_changes_the_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[str] = []
+    app, registry = edge(Deferring(events, fail_first=True))
+    with caplog.at_level("ERROR", logger="ml_platform.serving"):
+        status, _, _ = call(app, headers={"X-Request-ID": "defer-1"})
+    assert status == 200 and events[-2:] == ["deferred 1", "deferred 2"]
+    assert "defer-1" in caplog.text and "disk full" in caplog.text
+    requests = {dict(k[1])["status"]: v for k, v in samples(registry).items() if k[0] == m.REQUESTS}
+    assert requests == {"200": 1}
+    # a handler that raises after deferring: the work still runs, the request counts as a 500
+    events.clear()
+    failing, registry500 = edge(Deferring(events, raises=True))
+    with pytest.raises(RuntimeError, match="handler bug"):
+        call(failing)
+    assert events == ["deferred 1", "deferred 2"]
+    assert {dict(k[1])["status"] for k in samples(registry500) if k[0] == m.REQUESTS} == {"500"}

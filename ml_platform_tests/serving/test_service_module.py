@@ -58,3 +58,46 @@ def test_the_model_tag_comes_from_the_environment(tmp_path: Path) -> None:
     )
     tag = "delay_model:v3-0123456789ab"
     assert json.loads(_python(code, BENTOML_HOME=str(tmp_path), MLP_SERVING_MODEL_TAG=tag)) == [tag, [tag]]
+
+
+def test_the_latency_tuning_is_in_the_bentoml_config_and_can_be_overridden(tmp_path: Path) -> None:
+    """Short request timeout, no access log, API routes untraced (docs/benchmarks.md, "Serving
+    latency"); an operator's BentoML config still wins."""
+    code = (
+        "import json\n"
+        "import ml_platform.serving.service as s\n"
+        "s.DelayService.inject_config()\n"
+        "from bentoml._internal.configuration.containers import BentoMLContainer as C\n"
+        "print(json.dumps({'timeout': C.api_server_config.traffic.timeout.get(),\n"
+        "  'access_log': C.api_server_config.logging.access.enabled.get(),\n"
+        "  'untraced': C.tracing.excluded_urls.get(), 'routes': sorted(s.ROUTES),\n"
+        "  'flush_lines': s.PREDICTION_LOG_FLUSH_LINES}))\n"
+    )
+    tuned = json.loads(_python(code, BENTOML_HOME=str(tmp_path)))
+    assert tuned == {
+        "timeout": 5,
+        "access_log": False,
+        "untraced": ["/predict", "/predict_batch"],
+        "routes": ["/predict", "/predict_batch"],
+        "flush_lines": 4,
+    }
+    options = (
+        "services.delay_service.logging.access.enabled=true services.delay_service.tracing.excluded_urls=[]"
+    )
+    restored = json.loads(_python(code, BENTOML_HOME=str(tmp_path), BENTOML_CONFIG_OPTIONS=options))
+    assert restored["access_log"] is True and restored["untraced"] == []
+
+
+def test_settle_heap_freezes_what_start_up_left() -> None:
+    code = (
+        "import gc, json\n"
+        "import ml_platform.serving.service as s\n"
+        "before = gc.get_freeze_count()\n"
+        "garbage = []\n"
+        "garbage.append(garbage)\n"  # a cycle only the collector frees
+        "del garbage\n"
+        "s.settle_heap()\n"
+        "print(json.dumps([before, gc.get_freeze_count(), len(gc.get_objects())]))\n"
+    )
+    before, frozen, tracked = json.loads(_python(code))
+    assert before == 0 and frozen > 10_000 and tracked < 1_000

@@ -16,7 +16,9 @@ For every request to an API route (``/predict``, ``/predict_batch``), in this or
 5. **Metrics** (``mlp_requests_total``, ``mlp_request_latency_seconds``,
    ``mlp_request_errors_total``), every answer counted with its status, the endpoint and the
    served ``model_version``; errors (4xx and 5xx) with a ``kind``: the one the handler names
-   (:attr:`RequestState.error_kind`) or one derived from the status.
+   (:attr:`RequestState.error_kind`) or one derived from the status. Before that, once the app
+   has answered, the work the handler left for after the answer
+   (:meth:`RequestState.after_response`: the prediction metrics and log lines) runs.
 
 The handler finds the request's id, endpoint and start time through :func:`current_request` (a
 context variable: the middleware and the handler run in the same task). Error bodies have the
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
 import time
 import uuid
@@ -50,6 +53,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OPEN_PATHS: Final = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
 REQUEST_ID_HEADER: Final = "x-request-id"
 MODEL_VERSION_HEADER: Final = "x-model-version"
+logger = logging.getLogger("ml_platform.serving")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 #: The error kind of a status when the handler named none.
 STATUS_KINDS: Final = {
@@ -78,10 +82,25 @@ class RequestState:
     started: float
     #: Set by the handler when it answers an error, e.g. "UnknownCategory", "OnlineStoreError".
     error_kind: str | None = None
+    #: Work the handler left for after the answer has been sent (:meth:`after_response`).
+    deferred: list[Callable[[], object]] = field(default_factory=list)
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request was received."""
         return (time.perf_counter() - self.started) * 1000.0
+
+    def after_response(self, work: Callable[[], object]) -> None:
+        """Run ``work`` once the answer has been handed to the server (the middleware does)."""
+        self.deferred.append(work)
+
+    def run_deferred(self) -> None:
+        """Run (and forget) the deferred work, in order; one that fails does not stop the others."""
+        work, self.deferred = self.deferred, []
+        for item in work:
+            try:
+                item()
+            except Exception:  # the answer is out: log it, go on with the rest
+                logger.exception("work after the answer of request %s failed", self.request_id)
 
 
 _current: ContextVar[RequestState | None] = ContextVar("mlp_serving_request", default=None)
@@ -202,6 +221,7 @@ class EdgeMiddleware:
             raise
         finally:
             _current.reset(token)
+            state.run_deferred()
             self._observe(state, status)
 
     def _reject(self, scope: Scope) -> tuple[int, str, bytes, list[tuple[bytes, bytes]]] | None:
