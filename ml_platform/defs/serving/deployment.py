@@ -246,7 +246,7 @@ def build_deployment_assets(
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING if sensors_running else dg.DefaultSensorStatus.STOPPED,
         description=f"Deploys a Bento as soon as {DELAY_BENTO} builds it for a version that was the"
-        " champion when it was built (one run per Bento tag).",
+        " champion when it was built (one run per Bento tag: the run key dedupes across ticks).",
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         cursor = int(context.cursor) if context.cursor else 0
@@ -264,6 +264,8 @@ def build_deployment_assets(
                 continue
             tag = str(meta[BENTO_TAG].value)
             version = str(meta[keys.MLFLOW_MODEL_VERSION].value)
+            if any(r.run_key == f"deploy:{tag}" for r in requests):
+                continue  # the same Bento built again (same content): one deployment per tag
             requests.append(
                 dg.RunRequest(
                     run_key=f"deploy:{tag}",
