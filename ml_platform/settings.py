@@ -215,6 +215,12 @@ class PlatformSettings(BaseSettings):
     serving_torch_threads: int = Field(
         1, ge=1, description="torch intra-op threads per serving worker (a small MLP on few rows: 1)."
     )
+    serving_device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|auto|cuda(:[0-9]+)?)$",
+        description="Where the served network runs: cpu, cuda, cuda:N, or auto (CUDA when torch sees"
+        " it). cuda needs a CUDA build of torch and a GPU (deploy/bento/overlays/gpu).",
+    )
     serving_max_batch: int = Field(
         512, ge=1, description="Most flights in one batch request; larger batches are answered 413/422."
     )

@@ -854,7 +854,7 @@ def test_rollout_keeps_capacity_and_spreads_pods():
 # --- the GPU overlay ------------------------------------------------------------------------------
 
 #: What the GPU overlay adds to the container's environment (and nothing else of it).
-GPU_ENV = {"NVIDIA_DRIVER_CAPABILITIES", "CUDA_CACHE_PATH"}
+GPU_ENV = {"NVIDIA_DRIVER_CAPABILITIES", "CUDA_CACHE_PATH", "MLP_SERVING_DEVICE"}
 
 
 def _gpus(deployment: Manifest) -> dict[str, tuple[object, object]]:
@@ -921,6 +921,14 @@ def test_gpu_overlay_env_leaves_the_device_to_the_device_plugin():
     assert "compute" in capabilities, deployment.at(
         f"{where}.env NVIDIA_DRIVER_CAPABILITIES: {capabilities}, want compute (CUDA)"
     )
+    # the service scores on the GPU (settings' serving_device, a value it accepts); the base on the CPU
+    from ml_platform.settings import PlatformSettings
+
+    device = env.get("MLP_SERVING_DEVICE")
+    assert device == "cuda", deployment.at(f"{where}.env MLP_SERVING_DEVICE: {device}, want cuda")
+    assert PlatformSettings(serving_device=device).serving_device == "cuda"
+    _, base_container = _main_container(_one("Deployment", "base"))
+    assert "MLP_SERVING_DEVICE" not in _container_env("base", base_container)
 
 
 def test_gpu_overlay_changes_nothing_but_the_gpu_fields():

@@ -206,7 +206,7 @@ class DelayService:
         from ml_platform.lib.serving.batching import AdaptiveBatcher
         from ml_platform.lib.serving.packaging import load_served_model
         from ml_platform.lib.serving.prediction_log import PredictionLog
-        from ml_platform.lib.serving.predictor import Predictor
+        from ml_platform.lib.serving.predictor import Predictor, resolve_device
         from ml_platform.settings import PlatformSettings
 
         started = time.perf_counter()
@@ -219,7 +219,8 @@ class DelayService:
             settings.online_store_path,
             namespace=settings.online_store_namespace,
         )
-        self.predictor = Predictor(load_served_model(info.path), info, store)
+        device = resolve_device(settings.serving_device)
+        self.predictor = Predictor(load_served_model(info.path), info, store, device)
         self.max_batch = settings.serving_max_batch
         self.batcher = AdaptiveBatcher(self.predictor.score, max_batch=self.max_batch)
         self.metrics = process_metrics()

@@ -51,12 +51,48 @@ class ScoredFlight:
     row: int
 
 
+class DeviceError(RuntimeError):
+    """The configured serving device is not usable here."""
+
+
+def resolve_device(wanted: str) -> str:
+    """The torch device to serve on: ``cpu``; ``cuda`` / ``cuda:N`` if usable; ``auto``: CUDA when usable.
+
+    Raises:
+        DeviceError: ``cuda`` asked for where torch sees no CUDA device (a CPU-only torch build,
+            no driver, or no GPU given to the pod), or an unknown device name.
+    """
+    import torch
+
+    if wanted == "cpu":
+        return "cpu"
+    usable = torch.cuda.is_available()
+    if wanted == "auto":
+        return "cuda" if usable else "cpu"
+    if wanted == "cuda" or wanted.startswith("cuda:"):
+        if not usable:
+            raise DeviceError(
+                f"MLP_SERVING_DEVICE={wanted}, but torch {torch.__version__} sees no CUDA device"
+                f" (CUDA build: {torch.version.cuda or 'none, CPU-only wheel'}); serve on cpu or give"
+                " the pod a GPU and a CUDA build of torch (deploy/README.md, GPU overlay)"
+            )
+        index = int(wanted.split(":", 1)[1]) if ":" in wanted else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"MLP_SERVING_DEVICE={wanted}: only {torch.cuda.device_count()} CUDA device(s)")
+        return wanted
+    raise DeviceError(f"MLP_SERVING_DEVICE must be cpu, cuda, cuda:N or auto, got {wanted!r}")
+
+
 class ServingModel:
     """``DelayModel.predict_frame`` for serving: the same encoding and network, without polars expressions."""
 
-    def __init__(self, model: DelayModel) -> None:
+    def __init__(self, model: DelayModel, device: str = "cpu") -> None:
         pre = model.preprocessor
         self.model = model
+        #: Where the network runs (``cpu`` or ``cuda[:N]``, see :func:`resolve_device`).
+        self.device = device
+        if device != "cpu":
+            model.network.to(device)
         self.preprocessor = pre
         #: per categorical column: value -> embedding index (0: unknown), as ``Preprocessor.encode``
         self.index = {c: {v: i for i, v in enumerate(pre.vocabularies[c], start=1)} for c in CATEGORICAL}
@@ -93,19 +129,22 @@ class ServingModel:
         encoded = self.encode(frame)
         with torch.inference_mode():
             delay, logit = self.model.network(
-                torch.from_numpy(encoded.categorical), torch.from_numpy(encoded.numeric)
+                torch.from_numpy(encoded.categorical).to(self.device),
+                torch.from_numpy(encoded.numeric).to(self.device),
             )
-            probability = torch.sigmoid(logit.float()).numpy().astype(np.float32)
-            standardized = delay.float().numpy().astype(np.float32)
+            probability = torch.sigmoid(logit.float()).cpu().numpy().astype(np.float32)
+            standardized = delay.float().cpu().numpy().astype(np.float32)
         return self.preprocessor.delay_minutes(standardized), probability
 
 
 class Predictor:
     """One loaded model version and the online store it reads features from."""
 
-    def __init__(self, model: DelayModel, info: ServedModelInfo, store: OnlineStore) -> None:
+    def __init__(
+        self, model: DelayModel, info: ServedModelInfo, store: OnlineStore, device: str = "cpu"
+    ) -> None:
         self.model = model
-        self.serving_model = ServingModel(model)
+        self.serving_model = ServingModel(model, device)
         self.info = info
         self.store = store
         vocabularies = model.preprocessor.vocabularies
