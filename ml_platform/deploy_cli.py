@@ -89,6 +89,7 @@ def serve(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    _print_events(supervisor.unreported())  # the stop
     if supervisor.last_error:
         console.print(f"[yellow]last error[/]: {supervisor.last_error}")
     console.print("stopped.")
@@ -225,13 +226,19 @@ def _materialize(config: dict[str, Any]) -> None:
     )
     result = job.execute_in_process(
         instance=open_instance(settings),
-        run_config={"ops": {asset.NAME: {"config": config}}},
+        run_config={
+            "ops": {asset.NAME: {"config": config}},
+            # the outcome is printed below; a refused deploy is a message, not a stack trace
+            "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+        },
         raise_on_error=False,
     )
     if not result.success:
         failures = [
-            e.event_specific_data.error.message.strip() for e in result.all_events if e.is_step_failure
-        ]  # type: ignore[union-attr]
+            _failure_text(e.event_specific_data.error.message)  # type: ignore[union-attr]
+            for e in result.all_events
+            if e.is_step_failure
+        ]
         console.print(
             f"[red]{asset.NAME} failed[/] (run {result.run_id}): {'; '.join(failures) or 'see the run'}"
         )
@@ -268,6 +275,14 @@ def _print_bentos(settings: PlatformSettings) -> None:
         )
     if seen:
         console.print("Deployable (a Bento was built): " + "; ".join(seen.values()), highlight=False)
+
+
+def _failure_text(message: str) -> str:
+    """A step failure's message without the exception's module path, with the CLI's option names."""
+    text = message.strip()
+    if text.startswith("dagster.") and ": " in text:
+        text = text.split(": ", 1)[1]
+    return text.replace("(set force: true in the run config)", "(pass --force)")
 
 
 def _print_events(events: list[DeploymentEvent]) -> None:

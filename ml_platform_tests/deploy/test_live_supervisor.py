@@ -186,3 +186,16 @@ def test_deploy_canary_rollback_forced_canary_promotion_restart_and_stop(
     ]
     assert log.verify() == len(actions)
     assert all(e.actor for e in log.events()) and log.events()[0].actor == "test:operator"
+
+    # 6. a new supervisor (a restart) serves the desired state again, as its own action
+    again = Supervisor(
+        store, log, supervisor.launch, status_path=supervisor.status_path, drain_timeout_s=10.0
+    )
+    try:
+        [restarted] = again.tick()
+        assert again.url is not None and set(ask(again.url, flights, 3, "again")) == {(200, v2.model_version)}
+    finally:
+        again.shutdown()
+    assert (restarted.action, restarted.model_version) == ("deploy", v2.model_version)
+    assert restarted.actor.startswith("supervisor:") and "supervisor started" in restarted.reason
+    assert log.verify() == len(actions) + 2

@@ -107,7 +107,7 @@ def test_slow_answers_breach_p99() -> None:
     assert router.policy.mode == "canary"
     guard.observe(answer(clock, 200, ms=900.0))
     assert router.policy.mode == "single"
-    assert recorded[0].reason == "p99 latency 900 ms above 500 ms"
+    assert recorded[0].reason == "p99 latency 900.0 ms above 500 ms"
     assert recorded[0].seconds_since_first_failure is None
 
 

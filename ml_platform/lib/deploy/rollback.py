@@ -135,7 +135,7 @@ class SlidingWindow:
             if rate > t.max_error_rate:
                 reasons.append(f"error rate {rate:.1%} ({errors} of {requests}) above {t.max_error_rate:.1%}")
             if latency is not None and latency > t.max_p99_ms:
-                reasons.append(f"p99 latency {latency:.0f} ms above {t.max_p99_ms:.0f} ms")
+                reasons.append(f"p99 latency {latency:.1f} ms above {t.max_p99_ms:g} ms")
         return Verdict(requests, errors, latency, tuple(reasons))
 
 

@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -175,6 +175,10 @@ class Supervisor:
         self._heal()
         self._maybe_promote()
         self.write_status()
+        return self.unreported()
+
+    def unreported(self) -> list[DeploymentEvent]:
+        """The events recorded since the last call (or tick), oldest first."""
         fresh = self.events[self._reported :]
         self._reported += len(fresh)
         return fresh
@@ -252,8 +256,15 @@ class Supervisor:
 
     def _apply(self, desired: DesiredState) -> None:
         previous = self.applied
-        actor = desired.requested_by
-        detail = {"generation": desired.generation}
+        actor, detail = desired.requested_by, {"generation": desired.generation}
+        if previous is None and self.log.events():
+            # a (re)started supervisor serving a state someone else asked for earlier: its servers
+            # start now, by this process; the request is named, not replayed as theirs
+            actor = f"supervisor:{os.getpid()}"
+            desired = replace(
+                desired,
+                reason=f"supervisor started, serving generation {desired.generation}: {desired.reason}",
+            )
         champion = self.champion
         if champion is None:
             served = self._start(desired.champion, "champion")
@@ -299,14 +310,14 @@ class Supervisor:
                     actor=actor,
                     detail={**detail, "drained": drained, "port": served.process.port},
                 )
-        self._apply_challenger(desired, previous)
+        self._apply_challenger(desired, previous, actor)
         self.applied = desired
 
-    def _apply_challenger(self, desired: DesiredState, previous: DesiredState | None) -> None:
+    def _apply_challenger(self, desired: DesiredState, previous: DesiredState | None, actor: str) -> None:
         server = self._router()
         champion = self.champion
         assert champion is not None
-        actor, detail = desired.requested_by, {"generation": desired.generation}
+        detail = {"generation": desired.generation}
         have, want = self.challenger, desired.challenger
         if have is not None and not (want is not None and want.same_bento(have.release)):
             drained = server.set_challenger(None, self.drain_timeout_s)  # policy back to single
