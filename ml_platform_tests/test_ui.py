@@ -26,6 +26,7 @@ QUERY = """
     assetKey { path }
     groupName
     kinds
+    dependencyKeys { path }
     partitionKeysByDimension { partitionKeys }
     assetChecksOrError { ... on AssetChecks { checks { name blocking } } }
     assetMaterializations(partitions: ["2013-01-02"]) {
@@ -105,7 +106,10 @@ def test_webserver_shows_groups_partitions_checks_and_lineage(make_settings, tmp
         "serving",
     }
     serving = {name for name, n in nodes.items() if n["groupName"] == "serving"}
-    assert {"online_features", "prediction_log", "delay_bento"} <= serving, serving
+    assert {"online_features", "prediction_log", "delay_bento", "deployment"} <= serving, serving
+    # the deployment hangs off the Bento, the Bento off the promotion: the graph leads back to the model
+    assert [d["path"] for d in nodes["deployment"]["dependencyKeys"]] == [["delay_bento"]]
+    assert ["model_promotion"] in [d["path"] for d in nodes["delay_bento"]["dependencyKeys"]]
     drift_checks = nodes["drift_report"]["assetChecksOrError"]["checks"]
     assert {c["name"]: c["blocking"] for c in drift_checks} == {"no_feature_drift": False}
     gates = nodes["model_evaluation"]["assetChecksOrError"]["checks"]
