@@ -124,6 +124,7 @@ def demo(
         _replay(settings, instance, start_replay, last + timedelta(days=replay_days), inject or [])
     if trained:
         _demo_serve(settings)
+        _demo_lineage(settings, instance)
     console.print(
         "Browse it: [bold]make ui[/] (Dagster UI on http://127.0.0.1:3000),"
         " [bold]make mlflow-ui[/] (MLflow on http://127.0.0.1:5000)"
@@ -497,6 +498,26 @@ def _champion_bento(settings: Any) -> tuple[str, str, str]:
         )
         raise typer.Exit(1)
     return str(version), tag, str(mat.partition)
+
+
+def _demo_lineage(settings: PlatformSettings, instance: Any) -> None:
+    """The demo's last word: the recorded lineage of the champion it served, as a tree and as JSON."""
+    from ml_platform.lineage import LineageError, to_json, trace
+    from ml_platform.lineage_cli import _chain_tree
+
+    try:
+        chain = trace(instance, settings, "champion")
+    except LineageError as exc:
+        console.print(f"[red]The champion's lineage could not be traced[/]: {exc}")
+        raise typer.Exit(1) from exc
+    console.print(_chain_tree(chain, show_all=False))
+    out = settings.storage_root / "lineage" / "champion.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(to_json(chain), indent=2, default=str) + "\n")
+    console.print(f"The same chain as JSON: {out}  (any start: `mlp lineage <bento tag|version|request id>`)")
+    if not chain.complete:
+        console.print("[red]The champion's lineage is incomplete[/]: see the missing links above.")
+        raise typer.Exit(1)
 
 
 #: The demo's requests: three real routes of the NYC airports, departing at 17:00 local time.
