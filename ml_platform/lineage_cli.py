@@ -114,6 +114,43 @@ def impact(
         _write(json_out, data)
 
 
+def evidence(
+    model_version: str = typer.Argument(
+        ..., help="A model version (3 or v3) or a registry alias (champion, challenger)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder to write the bundle into (default: <storage>/evidence/)."
+    ),
+) -> None:
+    """The evidence bundle of a model version: one self-contained HTML file and the same content as JSON."""
+    from ml_platform.lineage import LineageError
+    from ml_platform.lineage.evidence import build_evidence, write_evidence
+
+    instance, settings = _open()
+    try:
+        bundle = build_evidence(instance, settings, model_version)
+    except LineageError as exc:
+        _fail(f"{model_version!r} is not a known model version or alias: {exc}")
+    except Exception as exc:  # a store that cannot be read: say which, without a traceback
+        _fail(f"cannot build the evidence of {model_version!r}: {type(exc).__name__}: {exc}")
+    html_path, json_path = write_evidence(
+        bundle, out if out is not None else settings.storage_root / "evidence"
+    )
+    on_path = [m for m in bundle.missing if m.get("on_path")]
+    status = (
+        "[green]lineage complete[/]"
+        if bundle.complete
+        else f"[red]lineage incomplete[/] ({len(on_path)} missing link(s),"
+        f" {sum(not c['ok'] for c in bundle.consistency)} disagreement(s))"
+    )
+    console.print(
+        f"Evidence of {escape(bundle.model['name'])} v{escape(bundle.model['version'])}: {status}",
+        soft_wrap=True,
+    )
+    typer.echo(f"HTML: {html_path}")
+    typer.echo(f"JSON: {json_path}")
+
+
 # ------------------------------------------------------------------------------------------ helpers
 
 
