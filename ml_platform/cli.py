@@ -28,10 +28,11 @@ def _register_subcommands() -> None:
     from ml_platform.deploy_cli import deploy_app
 
     app.add_typer(deploy_app, name="deploy")
-    from ml_platform.lineage_cli import impact, lineage
+    from ml_platform.lineage_cli import evidence, impact, lineage
 
     app.command("lineage")(lineage)
     app.command("impact")(impact)
+    app.command("evidence")(evidence)
 
 
 _register_subcommands()
@@ -501,7 +502,7 @@ def _champion_bento(settings: Any) -> tuple[str, str, str]:
 
 
 def _demo_lineage(settings: PlatformSettings, instance: Any) -> None:
-    """The demo's last word: the recorded lineage of the champion it served, as a tree and as JSON."""
+    """The demo's last word: the champion's recorded lineage (tree and JSON) and its evidence bundle."""
     from ml_platform.lineage import LineageError, to_json, trace
     from ml_platform.lineage_cli import _chain_tree
 
@@ -518,6 +519,18 @@ def _demo_lineage(settings: PlatformSettings, instance: Any) -> None:
     if not chain.complete:
         console.print("[red]The champion's lineage is incomplete[/]: see the missing links above.")
         raise typer.Exit(1)
+    from ml_platform.lineage.evidence import build_evidence, write_evidence
+    from ml_platform.lineage.model import ModelHop
+
+    assert isinstance(chain.model, ModelHop)  # a complete chain has its model hop
+    version = chain.model.version
+    html_path, json_path = write_evidence(
+        build_evidence(instance, settings, version), settings.storage_root / "evidence"
+    )
+    console.print(
+        f"Evidence bundle of v{version} for auditors (one self-contained HTML file, and its JSON):\n"
+        f"  {html_path}\n  {json_path}"
+    )
 
 
 #: The demo's requests: three real routes of the NYC airports, departing at 17:00 local time.

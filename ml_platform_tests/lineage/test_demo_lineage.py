@@ -18,3 +18,9 @@ def test_the_demo_ends_with_the_champions_complete_lineage(lineage_world, capsys
     data = json.loads(out.read_text())
     assert data["complete"] is True and data["model"]["version"] == w.version
     assert [b["tag"] for b in data["bentos"]] == [w.bento_tag]
+    # and the evidence bundle of the same version, both files, paths printed
+    folder = w.settings.storage_root / "evidence"
+    html, bundle = sorted(folder.glob("*.evidence.html")), sorted(folder.glob("*.evidence.json"))
+    assert len(html) == 1 and len(bundle) == 1
+    assert str(html[0]) in printed and str(bundle[0]) in printed
+    assert json.loads(bundle[0].read_text())["model"]["version"] == w.version
