@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install checkov demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor bench-scale bench-serving clean-data audit serve deploy
+.PHONY: install checkov demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor bench-scale bench-serving bench-lineage clean-data audit serve deploy audit-ui
 
 # torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
 # pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
@@ -47,6 +47,9 @@ deploy: install  ## the deployment supervisor (mlp deploy serve): router on http
 ui: install  ## Dagster UI + daemon (dagster dev) on the same instance as the demo
 	$(BIN)/mlp ui
 
+audit-ui: install  ## the Dagster UI read-only on the same instance (auditors: browse lineage and metadata, launch nothing) on :3001
+	$(BIN)/mlp audit-ui
+
 mlflow-ui: install  ## MLflow UI on the demo's tracking store: runs, registered versions, aliases
 	$(BIN)/mlp mlflow-ui
 
@@ -77,6 +80,9 @@ bench-train: install  ## training throughput, HPO trials/min, Dagster+MLflow ove
 
 bench-serving: install  ## delay_service (BentoML) vs a plain FastAPI app, same model: p50/p99, req/s at 1-64 clients (~3 min)
 	$(BIN)/python benchmarks/serving_latency.py --snapshot $(BENCH_ARGS)
+
+bench-lineage: install  ## trace/impact latency at 1k-30k materialization events, sqlite and the local PostgreSQL (~5 min)
+	$(BIN)/python benchmarks/lineage_query.py --snapshot $(BENCH_ARGS)
 
 clean-data:  ## forget the embedded instance and store (the demo starts from scratch)
 	rm -rf .dagster storage

@@ -742,6 +742,31 @@ def ui(
     os.execv(args[0], args)
 
 
+@app.command("audit-ui")
+def audit_ui(
+    port: int = typer.Option(3001, help="Webserver port (`make ui` has 3000)."),
+    host: str = typer.Option("127.0.0.1", help="Webserver host."),
+) -> None:
+    """The Dagster UI read-only on the project's instance, for auditors: browse, never launch.
+
+    Assets, their lineage graph and metadata, runs, checks and logs are all there; every mutation
+    (launching or re-executing runs, materializing, backfills, turning sensors on or off, wiping)
+    is refused by the webserver itself (``--read-only``). No daemon is started.
+    """
+    from ml_platform.instance import prepare_dagster_home
+    from ml_platform.settings import PlatformSettings
+
+    settings = PlatformSettings()
+    prepare_dagster_home(settings)
+    workspace = settings.root_dir / "workspace.yaml"
+    webserver = Path(sys.executable).with_name("dagster-webserver")
+    args = [str(webserver), "-w", str(workspace), "-h", host, "-p", str(port), "--read-only"]
+    console.print(f"DAGSTER_HOME={settings.dagster_home} (read-only)\n$ {' '.join(args)}")
+    os.environ["MLP_ROOT_DIR"] = str(settings.root_dir)
+    os.chdir(settings.dagster_home)
+    os.execv(args[0], args)
+
+
 def _parse_day(value: str, name: str) -> date:
     try:
         return date.fromisoformat(value)

@@ -37,6 +37,17 @@ QUERY = """
 }
 """
 
+PERMISSIONS = "{ permissions { permission value } }"
+LAUNCH = """
+mutation {
+  launchPipelineExecution(executionParams: {
+    selector: {repositoryLocationName: "ml_platform", repositoryName: "__repository__",
+               pipelineName: "deploy_job"},
+    runConfigData: "{}"
+  }) { __typename }
+}
+"""
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -63,15 +74,11 @@ def test_webserver_shows_groups_partitions_checks_and_lineage(make_settings, tmp
         run_days(settings, instance, ["2013-01-01", "2013-01-02"])
     port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "MLP_ROOT_DIR": str(tmp_path)}
+    # the auditors' read-only UI (`make audit-ui`), on the same instance, from the project root
+    shutil.copy(ROOT / "workspace.yaml", tmp_path / "workspace.yaml")
     server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("dagster-webserver")),
-            "-w",
-            str(ROOT / "workspace.yaml"),
-            "-p",
-            str(port),
-        ],
-        cwd=settings.dagster_home,
+        [str(Path(sys.executable).with_name("mlp")), "audit-ui", "--port", str(port)],
+        cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -89,6 +96,15 @@ def test_webserver_shows_groups_partitions_checks_and_lineage(make_settings, tmp
                 pass
             time.sleep(1)
         assert data and data["assetNodes"], "the webserver did not serve the asset graph within 120 s"
+        # read-only: the webserver grants no mutation, and refuses a launch
+        permissions = {
+            p["permission"]: p["value"] for p in _graphql(port, PERMISSIONS)["data"]["permissions"]
+        }
+        assert permissions["launch_pipeline_execution"] is False and not any(permissions.values()), (
+            permissions
+        )
+        refused = _graphql(port, LAUNCH)["data"]["launchPipelineExecution"]
+        assert refused["__typename"] == "UnauthorizedError", refused
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
