@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
+from dagster import DagsterEventType
 
 from ml_platform.lib import metadata as keys
 from ml_platform.lineage.model import CheckResult, Materialization, Missing, StorageVersion
@@ -211,49 +212,54 @@ def check_results(
 ) -> dict[tuple[str, str | None], list[CheckResult]]:
     """The check evaluations of ``asset`` recorded by each wanted (run id, partition), per check.
 
-    One paged query per check, newest first, stopping once every wanted pair was seen or the
-    evaluations are older than ``since`` (a POSIX time, an hour before the oldest materialization)
-    by more than an hour. A run over a range also records a summary evaluation without a partition;
-    it is not a partition's result and is skipped for partitioned pairs.
+    Read run by run (the check evaluation events of each wanted run, one query per run and page),
+    so the cost follows the runs asked about, not the instance's history: paging through every
+    evaluation of a check, newest first, made an old model's trace grow with everything recorded
+    since (docs/benchmarks.md, "Lineage queries"). A run over a range also records a summary
+    evaluation without a partition; it is not a partition's result and is skipped for partitioned
+    pairs. ``since`` is kept for callers; runs bound the read by themselves.
     """
     from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
+    del since
     pairs = set(wanted)
     out: dict[tuple[str, str | None], list[CheckResult]] = {}
     if not pairs:
         return out
-    storage = instance.event_log_storage
-    for name in check_names:
-        key = dg.AssetCheckKey(dg.AssetKey(asset), name)
-        left = set(pairs)
-        cursor: int | None = None
-        while left:
-            page = storage.get_asset_check_execution_history(key, limit=PAGE, cursor=cursor)
-            if not page:
-                break
-            for row in page:
-                pair = (row.run_id, row.partition)
-                evaluation = (
-                    row.event.dagster_event.event_specific_data
-                    if row.event and row.event.dagster_event
-                    else None
-                )
-                if pair not in left or not isinstance(evaluation, AssetCheckEvaluation):
+    names = set(check_names)
+    key = dg.AssetKey(asset)
+    for run_id in sorted({run for run, _ in pairs}):
+        cursor: str | None = None
+        while True:
+            page = instance.get_records_for_run(
+                run_id, cursor=cursor, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=PAGE
+            )
+            for record in page.records:
+                event = record.event_log_entry.dagster_event
+                evaluation = event.event_specific_data if event is not None else None
+                if not isinstance(evaluation, AssetCheckEvaluation):
                     continue
-                left.discard(pair)
+                if evaluation.asset_key != key or evaluation.check_name not in names:
+                    continue
+                pair = (run_id, evaluation.partition)
+                if pair not in pairs:
+                    continue
                 out.setdefault(pair, []).append(
                     CheckResult(
-                        name=name,
+                        name=evaluation.check_name,
                         passed=evaluation.passed,
                         severity=evaluation.severity.value if evaluation.severity else None,
-                        run_id=row.run_id,
-                        partition=row.partition,
+                        run_id=run_id,
+                        partition=evaluation.partition,
                         description=evaluation.description,
                     )
                 )
-            cursor = page[-1].id
-            if since is not None and page[-1].create_timestamp < since - 3600:
+            if not page.has_more:
                 break
-            if len(page) < PAGE:
-                break
+            cursor = page.cursor
+    # one result per check and pair, in the order of check_names (a retried check keeps its last)
+    order = {name: i for i, name in enumerate(check_names)}
+    for pair, results in out.items():
+        last = {r.name: r for r in results}
+        out[pair] = sorted(last.values(), key=lambda r: order[r.name])
     return out
