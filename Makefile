@@ -81,7 +81,7 @@ bench-train: install  ## training throughput, HPO trials/min, Dagster+MLflow ove
 bench-serving: install  ## delay_service (BentoML) vs a plain FastAPI app, same model: p50/p99, req/s at 1-64 clients (~3 min)
 	$(BIN)/python benchmarks/serving_latency.py --snapshot $(BENCH_ARGS)
 
-bench-lineage: install  ## trace/impact latency at 1k-30k materialization events, sqlite and the local PostgreSQL (~5 min)
+bench-lineage: install  ## trace/impact latency at 1k-10k materialization events on sqlite (~10 min, mostly seeding; BENCH_ARGS="--backends sqlite,postgres" adds the local PostgreSQL, ~21 min)
 	$(BIN)/python benchmarks/lineage_query.py --snapshot $(BENCH_ARGS)
 
 clean-data:  ## forget the embedded instance and store (the demo starts from scratch)
