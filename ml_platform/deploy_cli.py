@@ -59,6 +59,10 @@ def serve(
             f" ({status_path}); stop it first."
         )
         raise typer.Exit(1)
+    chosen = port or settings.deploy_port
+    if not _port_free(host, chosen):
+        console.print(f"[red]{host}:{chosen} is in use[/]: pick another with --port (or MLP_DEPLOY_PORT).")
+        raise typer.Exit(1)
     store = DesiredStateStore(state_dir / "desired.json")
     supervisor = Supervisor(
         store,
@@ -188,6 +192,18 @@ def status(events: int = typer.Option(10, help="How many of the last deployment 
 
 
 # ------------------------------------------------------------------------------------- helpers
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is fine
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _bento_launcher(settings: PlatformSettings) -> Any:
