@@ -163,9 +163,8 @@ def build_deployment_assets(
             raise dg.Failure(f"{NAME}: {exc}") from exc
         assert state is not None
         context.log.info(f"{NAME}: generation {state.generation}: {state.describe()}")
-        how, status = (
-            deployment.wait_applied(state.generation) if changed else ("applied", deployment.status())
-        )
+        # unchanged: no waiting, but say truthfully whether a supervisor runs it
+        how, status = deployment.wait_applied(state.generation, None if changed else 0.0)
         if how == "failed":
             assert status is not None
             raise dg.Failure(
