@@ -46,6 +46,29 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def environment(snapshot: bool, packages: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    """What a result was measured on: git HEAD and local changes, the imported code, the machine,
+    and the versions of ``packages`` (plus ``extra`` facts)."""
+    from importlib.metadata import version
+
+    status = git("status", "--porcelain", "--untracked-files=all", "--", "ml_platform")
+    return {
+        "git_head": git("rev-parse", "HEAD"),
+        "git_head_subject": git("log", "-1", "--format=%s"),
+        # the measured code is HEAD plus these (the snapshot copies the working tree)
+        "tree_changed_files": [line for line in status.splitlines() if line.strip()],
+        "code_package": str(imported_package_dir()),
+        "snapshot": snapshot,
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        **{p: version(p) for p in packages},
+        **extra,
+    }
+
+
 def imported_package_dir() -> Path:
     """The ``ml_platform`` package this process imports (the working tree or a snapshot)."""
     import ml_platform

@@ -99,7 +99,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import pstats
 import random
 import re
@@ -114,7 +113,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -122,13 +120,12 @@ from common import (
     REPO,
     Phases,
     code_digest,
-    cpu_model,
     finish_report,
-    git,
     imported_package_dir,
     loadavg,
     log,
 )
+from common import environment as common_environment
 
 SIZES = (1000, 3000, 10000)
 PG_SIZES = (1000, 3000, 10000)
@@ -178,21 +175,11 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def environment(snapshot: bool) -> dict[str, Any]:
-    status = git("status", "--porcelain", "--untracked-files=all", "--", "ml_platform")
-    return {
-        "git_head": git("rev-parse", "HEAD"),
-        "git_head_subject": git("log", "-1", "--format=%s"),
-        "tree_changed_files": [line for line in status.splitlines() if line.strip()],
-        "code_package": str(imported_package_dir()),
-        "snapshot": snapshot,
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        **{p: package_version(p) for p in ("dagster", "dagster-postgres", "mlflow", "sqlalchemy")},
-        "sqlite": __import__("sqlite3").sqlite_version,
-    }
+    return common_environment(
+        snapshot,
+        ("dagster", "dagster-postgres", "mlflow", "sqlalchemy"),
+        sqlite=__import__("sqlite3").sqlite_version,
+    )
 
 
 # --------------------------------------------------------------------------------------------------

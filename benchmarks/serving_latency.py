@@ -65,7 +65,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -80,7 +79,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import REPO, code_digest, cpu_model, finish_report, git, imported_package_dir, loadavg, log
+from common import REPO, code_digest, finish_report, git, imported_package_dir, loadavg, log
+from common import environment as common_environment
 
 MODEL_NAME = "delay_model"
 SCRIPT = Path(__file__).resolve()
@@ -622,25 +622,9 @@ def run_level(
 
 
 def environment(snapshot: bool) -> dict[str, Any]:
-    from importlib.metadata import version
-
-    status = git("status", "--porcelain", "--untracked-files=all", "--", "ml_platform")
-    return {
-        "git_head": git("rev-parse", "HEAD"),
-        "git_head_subject": git("log", "-1", "--format=%s"),
-        "tree_changed_files": [line for line in status.splitlines() if line.strip()],
-        "code_package": str(imported_package_dir()),
-        "snapshot": snapshot,
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        **{
-            p: version(p)
-            for p in ("bentoml", "fastapi", "uvicorn", "uvloop", "starlette", "pydantic", "torch")
-        },
-    }
+    return common_environment(
+        snapshot, ("bentoml", "fastapi", "uvicorn", "uvloop", "starlette", "pydantic", "torch")
+    )
 
 
 #: The servers of each configuration: (BentoML, plain).
