@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install checkov demo replay ui mlflow-ui test test-all lint bench bench-train bench-drift bench-sensor bench-scale bench-serving bench-lineage clean-data audit serve deploy audit-ui
+.PHONY: install checkov demo replay ui mlflow-ui test test-live test-all lint bench bench-train bench-drift bench-sensor bench-scale bench-serving bench-lineage clean-data audit serve deploy audit-ui
 
 # torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
 # pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
@@ -53,8 +53,11 @@ audit-ui: install  ## the Dagster UI read-only on the same instance (auditors: b
 mlflow-ui: install  ## MLflow UI on the demo's tracking store: runs, registered versions, aliases
 	$(BIN)/mlp mlflow-ui
 
-test: install checkov  ## the fast suite (CI); heavy suites have their own targets
-	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
+test: install checkov  ## the suite (CI) without the live-server tests (make test-live) and heavy ones
+	$(BIN)/python -m pytest -m "not heavy and not live" $(PYTEST_ARGS)
+
+test-live: install  ## the tests that start bentoml serve, the Dagster webserver or Chromium (CI runs them too)
+	$(BIN)/python -m pytest -m "live and not heavy" $(PYTEST_ARGS)
 
 test-all: install checkov
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

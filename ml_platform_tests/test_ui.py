@@ -66,6 +66,7 @@ def _graphql(port: int, query: str) -> dict:  # type: ignore[type-arg]
 
 
 @pytest.mark.slow
+@pytest.mark.live
 def test_webserver_shows_groups_partitions_checks_and_lineage(make_settings, tmp_path, monkeypatch):
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     settings = make_settings()
@@ -175,6 +176,7 @@ MODEL_QUERY = """
 
 
 @pytest.mark.slow
+@pytest.mark.live
 def test_a_model_week_launched_like_the_ui_does_shows_window_mlflow_links_checks_and_plots(
     make_settings, tmp_path, monkeypatch
 ):

@@ -24,7 +24,7 @@ from ml_platform.lib.deploy.rollback import CanaryGuard, CanaryThresholds, Rollb
 from ml_platform.lib.deploy.router import Router, RouterServer, RoutingPolicy, Upstream
 from ml_platform_tests.deploy.conftest import ServeFactory, Versions
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.live]
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from ml_platform.lib.deploy.supervisor import PROMOTE_ACTOR, Supervisor, read_st
 from ml_platform_tests.deploy.conftest import REPO, Versions, server_env
 from ml_platform_tests.serving.conftest import ServingWorld
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.live]
 
 
 @pytest.fixture

@@ -79,6 +79,7 @@ def test_not_started() -> None:
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.live
 def test_a_live_server_starts_answers_and_stops(
     serve: ServeFactory, versions: Versions, flight: dict[str, Any]
 ) -> None:
@@ -108,6 +109,7 @@ def test_a_live_server_starts_answers_and_stops(
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.live
 def test_kill_ends_the_workers_too(serve: ServeFactory, versions: Versions) -> None:
     process = serve("doomed", versions.first.tag)
     assert process.pid is not None

@@ -31,7 +31,7 @@ import pytest
 from ml_platform_tests.lineage.conftest import ENV
 from ml_platform_tests.serving.conftest import free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.live]
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -264,6 +264,7 @@ def _ctrl_c(process: subprocess.Popen[bytes]) -> int:
         raise
 
 
+@pytest.mark.live
 def test_mlp_serve_serves_the_champions_bento_until_ctrl_c(
     bento_world: BentoWorld, built: dg.AssetMaterialization, world: ServingWorld
 ) -> None:
@@ -355,6 +356,7 @@ def test_mlp_serve_says_what_to_run_when_the_champion_has_no_bento(
     assert out.exit_code == 1 and "is not registered" in out.output
 
 
+@pytest.mark.live
 def test_the_demo_serves_the_champion_asks_three_flights_and_stops_it(
     bento_world: BentoWorld, built: dg.AssetMaterialization, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -375,6 +377,7 @@ def test_the_demo_serves_the_champion_asks_three_flights_and_stops_it(
     assert "Bento stopped (exit code 0)" in printed, printed
 
 
+@pytest.mark.live
 def test_the_deployment_asset_deploys_the_champions_bento_through_the_supervisor(
     bento_world: BentoWorld, built: dg.AssetMaterialization, world: ServingWorld
 ) -> None:

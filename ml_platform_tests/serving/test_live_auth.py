@@ -25,7 +25,7 @@ from ml_platform.lib.online import build_snapshot
 from ml_platform.lib.online.store import RedisOnlineStore
 from ml_platform_tests.serving.conftest import MODEL_NAME, SNAPSHOT_DAY, LiveServer, ServingWorld
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.live]
 
 TOKEN = "s3cret-" + uuid.uuid4().hex
 REDIS_URL = "redis://127.0.0.1:6379/0"

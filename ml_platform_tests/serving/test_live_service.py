@@ -27,7 +27,7 @@ from ml_platform.lib.online import FEATURE_COLUMNS
 from ml_platform.lib.training.data import INPUT_COLUMNS
 from ml_platform_tests.serving.conftest import MAX_BATCH, MODEL_NAME, LiveServer, ServingWorld, body_of
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.live]
 
 PREDICTION_FIELDS = {
     "request_id",
