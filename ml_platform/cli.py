@@ -28,11 +28,12 @@ def _register_subcommands() -> None:
     from ml_platform.deploy_cli import deploy_app
 
     app.add_typer(deploy_app, name="deploy")
-    from ml_platform.lineage_cli import evidence, impact, lineage
+    from ml_platform.lineage_cli import evidence, impact, lineage, reproduce
 
     app.command("lineage")(lineage)
     app.command("impact")(impact)
     app.command("evidence")(evidence)
+    app.command("reproduce")(reproduce)
 
 
 _register_subcommands()

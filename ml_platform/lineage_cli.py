@@ -151,6 +151,96 @@ def evidence(
     typer.echo(f"JSON: {json_path}")
 
 
+def reproduce(
+    model_version: str = typer.Argument(
+        ..., help="A model version (3 or v3) or a registry alias (champion, challenger)."
+    ),
+    tolerance: float = typer.Option(0.01, help="Largest relative difference allowed per metric (0.01: 1 %)."),
+    allow_code_change: bool = typer.Option(
+        False,
+        "--allow-code-change",
+        help="Reproduce with this checkout's training code even if it differs from the recorded code"
+        " version (measures what the code change does to the same data).",
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Folder for the reproduced weights and report (default: <storage>/lineage/reproduce/).",
+    ),
+    json_out: str | None = typer.Option(
+        None, "--json", help="Also write the report as JSON to this path ('-': JSON on stdout, no table)."
+    ),
+) -> None:
+    """Train a model version again from its recorded pins, configuration and code; compare its metrics.
+
+    Exits 0 when every recorded metric is reproduced within the tolerance, 1 otherwise.
+    """
+    from rich.table import Table
+
+    from ml_platform.lineage.reproduce import ReproduceError, report_rows
+    from ml_platform.lineage.reproduce import reproduce as run_reproduce
+
+    instance, settings = _open()
+    err = Console(stderr=True)
+    say = (
+        (lambda m: err.print(escape(m), soft_wrap=True))
+        if json_out == "-"
+        else (lambda m: console.print(escape(m), soft_wrap=True))
+    )
+    try:
+        report = run_reproduce(
+            instance,
+            settings,
+            model_version,
+            tolerance=tolerance,
+            allow_code_change=allow_code_change,
+            out_dir=out,
+            log=say,
+        )
+    except ReproduceError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # a store that cannot be read: say which, without a traceback
+        _fail(f"cannot reproduce {model_version!r}: {type(exc).__name__}: {exc}")
+    data = report.to_dict()
+    if json_out == "-":
+        typer.echo(json.dumps(data, indent=2, default=str))
+        raise typer.Exit(0 if report.within_tolerance else 1)
+    table = Table(
+        title=f"{report.model_name} v{report.version} reproduced ({report.training_materialization})"
+    )
+    for column in ("metric", "original", "reproduced", "difference", "verdict"):
+        table.add_column(column)
+    for row in report_rows(report):
+        table.add_row(*(escape(c) for c in row))
+    console.print(table)
+    digest = (
+        "[green]identical[/]"
+        if report.weights_identical
+        else f"[yellow]differ[/] (recorded {_short(report.original_weights_digest)},"
+        f" reproduced {_short(report.reproduced_weights_digest)})"
+    )
+    console.print(
+        f"weights: {digest}; code version {escape(report.current_code_version)}"
+        + (" (as recorded)" if report.code_matches else " [yellow](not the recorded one)[/]")
+    )
+    console.print(
+        f"read {len(report.pins)} pinned partitions"
+        + (f"; changed since and not read: {', '.join(report.changed_since)}" if report.changed_since else "")
+    )
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+    verdict = (
+        f"[green]reproduced within {tolerance:.2%}[/]"
+        if report.within_tolerance
+        else f"[red]not reproduced within {tolerance:.2%}[/]"
+    )
+    console.print(f"{verdict} in {report.seconds:.0f} s; report and weights: {escape(str(report.artifacts))}")
+    if json_out:
+        _write(json_out, data)
+    if not report.within_tolerance:
+        raise typer.Exit(1)
+
+
 # ------------------------------------------------------------------------------------------ helpers
 
 

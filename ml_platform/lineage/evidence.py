@@ -1088,9 +1088,11 @@ class _Builder:
             {
                 "command": f"mlp reproduce {version}",
                 "status": "available" if _has_command("reproduce") else "planned",
-                "note": "rematerializes the model from exactly these pins and this code and reports the"
-                " metric differences against the original"
-                + ("" if _has_command("reproduce") else " (issue #6 item 4: not in this checkout yet)"),
+                "note": "trains the version again from exactly these pins, with its recorded configuration"
+                " (the search's choice, the seed) and the recorded training code (it refuses when this"
+                " checkout's code version differs), then compares the weights digest, the validation loss"
+                " and the holdout metrics of the evaluation on record; it registers nothing"
+                + ("" if _has_command("reproduce") else " (not in this checkout)"),
             }
         ]
         commit = None if mat is None else mat.git_commit

@@ -263,7 +263,7 @@ def test_reproduce_lists_exactly_the_pins_the_model_recorded(lineage_world, writ
     assert SHIFTED_DAY in stale and stale == expected
     assert all(p["still_latest"] is True for p in r["pins"] if p["recorded"]["partition"] not in stale)
     commands = {c["command"]: c for c in r["commands"]}
-    assert commands[f"mlp reproduce {lineage_world.version}"]["status"] == "planned"
+    assert commands[f"mlp reproduce {lineage_world.version}"]["status"] == "available"
     dagster = commands[
         f"dagster asset materialize -m ml_platform.definitions --select delay_model --partition {WEEK}"
     ]

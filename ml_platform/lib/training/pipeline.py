@@ -15,6 +15,7 @@ import polars as pl
 import torch
 
 from ml_platform.lib.training.data import (
+    Encoded,
     Preprocessor,
     canonical_order,
     fit_preprocessor,
@@ -78,14 +79,83 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Window:
+    """A training window split by time and encoded: what the search and the final fit read."""
+
+    rows: pl.DataFrame
+    train_frame: pl.DataFrame
+    validation_frame: pl.DataFrame
+    preprocessor: Preprocessor
+    train_data: Encoded
+    validation: Encoded
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The final fit of one configuration on a window."""
+
+    #: The early-stopped training on the window minus its validation days.
+    selection: TrainResult
+    #: The model's training: the refit on the whole window, or the selection itself.
+    result: TrainResult
+    preprocessor: Preprocessor
+    #: Rows the final model was fitted on.
+    final_rows: int
+
+
+def prepare_window(features: pl.DataFrame, validation_days: int) -> Window:
+    """Order the labelled rows, hold out the last ``validation_days``, fit and encode."""
+    rows = canonical_order(labelled(features))
+    train_frame, validation_frame = split_by_time(rows, validation_days)
+    preprocessor = fit_preprocessor(train_frame)
+    return Window(
+        rows=rows,
+        train_frame=train_frame,
+        validation_frame=validation_frame,
+        preprocessor=preprocessor,
+        train_data=preprocessor.encode(train_frame),
+        validation=preprocessor.encode(validation_frame),
+    )
+
+
+def fit_final(
+    window: Window,
+    config: TrainConfig,
+    *,
+    refit_full_window: bool,
+    log: Callable[[str], None] = lambda _: None,
+) -> Fitted:
+    """Early-stop ``config`` on the validation days; then, if asked, refit on the whole window.
+
+    The same steps for a training (:func:`train_partition`, after its search) and for a
+    reproduction of one (``mlp reproduce``), so that the two can only differ by their inputs.
+    """
+    selection = train(window.train_data, window.validation, window.preprocessor.cardinalities, config)
+    if not refit_full_window:
+        return Fitted(selection, selection, window.preprocessor, window.train_frame.height)
+    preprocessor = fit_preprocessor(window.rows)  # the whole window; the holdout week is not in it
+    epochs = selection.best_epoch + 1
+    refit = config.with_params(max_epochs=epochs, patience=epochs + 1, restore_best=False)
+    result = train(
+        preprocessor.encode(window.rows),
+        preprocessor.encode(window.validation_frame),
+        preprocessor.cardinalities,
+        refit,
+    )
+    log(
+        f"refit on the whole window ({window.rows.height} rows) for the {epochs} epoch(s)"
+        " that early stopping chose"
+    )
+    return Fitted(selection, result, preprocessor, window.rows.height)
+
+
 def train_partition(
     request: TrainingRequest, tracking: MlflowTracking, log: Callable[[str], None] = lambda _: None
 ) -> TrainingOutcome:
     """Train, track and register the model of ``request.partition``."""
-    rows = canonical_order(labelled(request.features))
-    train_frame, validation_frame = split_by_time(rows, request.validation_days)
-    preprocessor = fit_preprocessor(train_frame)
-    train_data, validation = preprocessor.encode(train_frame), preprocessor.encode(validation_frame)
+    window = prepare_window(request.features, request.validation_days)
+    rows, train_frame, validation_frame = window.rows, window.train_frame, window.validation_frame
     log(
         f"{request.model_name}[{request.partition}]: {train_frame.height} training rows,"
         f" {validation_frame.height} validation rows ({request.validation_days} last days)"
@@ -110,9 +180,9 @@ def train_partition(
         config = request.config
         if request.hpo_trials > 0:
             study = run_study(
-                train_data,
-                validation,
-                preprocessor.cardinalities,
+                window.train_data,
+                window.validation,
+                window.preprocessor.cardinalities,
                 request.config.with_params(world_size=1),  # trials run in this process
                 storage=request.optuna_storage,
                 study_name=request.study_name,
@@ -127,24 +197,10 @@ def train_partition(
                 f"HPO {request.study_name}: {len(study.trials)} trials ({study.pruned} pruned),"
                 f" best validation loss {study.best_value:.4f} with {study.best_params}"
             )
-        selection = train(train_data, validation, preprocessor.cardinalities, config)
-        result, final_rows = selection, train_frame.height
+        fitted = fit_final(window, config, refit_full_window=request.refit_full_window, log=log)
+        selection, result, preprocessor = fitted.selection, fitted.result, fitted.preprocessor
         if request.refit_full_window:
             tracking.log_history(selection.history, prefix="select_")
-            preprocessor = fit_preprocessor(rows)  # the whole window; the holdout week is not in it
-            epochs = selection.best_epoch + 1
-            refit = config.with_params(max_epochs=epochs, patience=epochs + 1, restore_best=False)
-            result = train(
-                preprocessor.encode(rows),
-                preprocessor.encode(validation_frame),
-                preprocessor.cardinalities,
-                refit,
-            )
-            final_rows = rows.height
-            log(
-                f"refit on the whole window ({rows.height} rows) for the {epochs} epoch(s) that"
-                " early stopping chose"
-            )
         tracking.log_history(result.history)
         mlflow.log_metrics(
             {
@@ -175,7 +231,7 @@ def train_partition(
         selection=selection,
         config=config,
         preprocessor=preprocessor,
-        train_rows=final_rows,
+        train_rows=fitted.final_rows,
         validation_rows=validation_frame.height,
         weights_digest=weights_digest(result.state_dict),
     )
