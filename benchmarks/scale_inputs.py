@@ -53,7 +53,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -64,11 +63,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from common import REPO, code_digest, cpu_model, finish_report, git, imported_package_dir, loadavg, log
+from common import REPO, code_digest, finish_report, imported_package_dir, loadavg, log
+from common import environment as common_environment
 
 PARTS = ("postgres", "rows", "growth")
 PRODUCTION_YAML = REPO / "deploy" / "dagster" / "dagster-production.yaml"
@@ -749,21 +748,10 @@ def growth_part(work: Path, partitions: int, every: int = 50) -> dict[str, Any]:
 
 
 def environment(snapshot: bool) -> dict[str, Any]:
-    packages = ("dagster", "dagster-postgres", "deltalake", "polars", "pandera", "mlflow", "optuna", "torch")
-    status = git("status", "--porcelain", "--untracked-files=all", "--", "ml_platform")
-    return {
-        "git_head": git("rev-parse", "HEAD"),
-        "git_head_subject": git("log", "-1", "--format=%s"),
-        "tree_changed_files": [line for line in status.splitlines() if line.strip()],
-        "code_package": str(imported_package_dir()),
-        "snapshot": snapshot,
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        **{p: version(p) for p in packages},
-    }
+    return common_environment(
+        snapshot,
+        ("dagster", "dagster-postgres", "deltalake", "polars", "pandera", "mlflow", "optuna", "torch"),
+    )
 
 
 def summary_text(report: dict[str, Any]) -> str:

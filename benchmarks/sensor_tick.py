@@ -102,7 +102,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -112,7 +111,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +118,12 @@ from common import (
     REPO,
     Phases,
     code_digest,
-    cpu_model,
     finish_report,
-    git,
     imported_package_dir,
     loadavg,
     log,
 )
+from common import environment as common_environment
 
 DAYS = (30, 90, 365, 730)
 START = date(2013, 1, 1)
@@ -157,23 +154,11 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def environment(snapshot: bool) -> dict[str, Any]:
-    packages = ("dagster", "mlflow", "deltalake", "polars", "sqlalchemy", "matplotlib")
-    status = git("status", "--porcelain", "--untracked-files=all", "--", "ml_platform")
-    return {
-        "git_head": git("rev-parse", "HEAD"),
-        "git_head_subject": git("log", "-1", "--format=%s"),
-        # the measured code is HEAD plus these (the snapshot copies the working tree)
-        "tree_changed_files": [line for line in status.splitlines() if line.strip()],
-        "code_package": str(imported_package_dir()),
-        "snapshot": snapshot,
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "mlp_env": {k: v for k, v in os.environ.items() if k.startswith("MLP_")},
-        **{p: version(p) for p in packages},
-    }
+    return common_environment(
+        snapshot,
+        ("dagster", "mlflow", "deltalake", "polars", "sqlalchemy", "matplotlib"),
+        mlp_env={k: v for k, v in os.environ.items() if k.startswith("MLP_")},
+    )
 
 
 def stats(values: list[float]) -> dict[str, Any]:
