@@ -505,14 +505,14 @@ def _champion_bento(settings: Any) -> tuple[str, str, str]:
 def _demo_lineage(settings: PlatformSettings, instance: Any) -> None:
     """The demo's last word: the champion's recorded lineage (tree and JSON) and its evidence bundle."""
     from ml_platform.lineage import LineageError, to_json, trace
-    from ml_platform.lineage_cli import _chain_tree
+    from ml_platform.lineage_cli import chain_tree
 
     try:
         chain = trace(instance, settings, "champion")
     except LineageError as exc:
         console.print(f"[red]The champion's lineage could not be traced[/]: {exc}")
         raise typer.Exit(1) from exc
-    console.print(_chain_tree(chain, show_all=False))
+    console.print(chain_tree(chain, show_all=False))
     out = settings.storage_root / "lineage" / "champion.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(to_json(chain), indent=2, default=str) + "\n")

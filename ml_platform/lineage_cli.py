@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -70,13 +70,7 @@ def lineage(
         _fail(str(exc))
     except Exception as exc:  # a store that cannot be read: say which, without a traceback
         _fail(f"cannot trace {start!r}: {type(exc).__name__}: {exc}")
-    data = to_json(chain)
-    if json_out == "-":
-        typer.echo(json.dumps(data, indent=2, default=str))
-        return
-    console.print(_chain_tree(chain, show_all))
-    if json_out:
-        _write(json_out, data)
+    _show(to_json(chain), json_out, lambda: chain_tree(chain, show_all))
 
 
 def impact(
@@ -105,13 +99,7 @@ def impact(
         _fail(str(exc))
     except Exception as exc:
         _fail(f"cannot trace the impact of {target!r}: {type(exc).__name__}: {exc}")
-    data = to_json(report)
-    if json_out == "-":
-        typer.echo(json.dumps(data, indent=2, default=str))
-        return
-    console.print(_impact_tree(report, show_all))
-    if json_out:
-        _write(json_out, data)
+    _show(to_json(report), json_out, lambda: _impact_tree(report, show_all))
 
 
 def evidence(
@@ -259,6 +247,16 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def _show(data: Any, json_out: str | None, tree: Callable[[], Tree]) -> None:
+    """JSON on stdout for ``--json -``; else the tree, and the JSON file ``--json PATH`` asks for."""
+    if json_out == "-":
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    console.print(tree())
+    if json_out:
+        _write(json_out, data)
+
+
 def _write(path: str, data: Any) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -343,7 +341,7 @@ def _layer(parent: Tree, title: str, nodes: Sequence[PartitionNode | Missing], s
             branch.add(_partition_line(node))
 
 
-def _chain_tree(chain: LineageChain, show_all: bool) -> Tree:
+def chain_tree(chain: LineageChain, show_all: bool) -> Tree:
     from ml_platform.lineage.model import DeploymentHop, Missing, ModelHop, RunHop
 
     on_path = [m for m in chain.missing if m.on_path]
