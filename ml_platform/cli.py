@@ -451,8 +451,7 @@ def serve(
     console.print("  Ctrl-C stops it.")
     command = [bentoml_command(), "serve", tag, "--host", host, "--port", str(port)]
     console.print(f"$ BENTOML_HOME={home} {' '.join(command)}", soft_wrap=True, highlight=False)
-    env = bentoml_env(home)
-    env["MLP_ROOT_DIR"] = str(settings.root_dir)  # the service resolves the same store and log paths
+    env = bentoml_env(home, root_dir=settings.root_dir)  # the same online store and log paths
     _run_until_interrupted(command, env)
 
 
@@ -555,8 +554,7 @@ def _demo_serve(settings: Any) -> None:
 
     version, tag, partition = _champion_bento(settings)
     _, day = _online_snapshot(settings)
-    env = bentoml_env(settings.bentoml_home)
-    env["MLP_ROOT_DIR"] = str(settings.root_dir)
+    env = bentoml_env(settings.bentoml_home, root_dir=settings.root_dir)
     console.print(
         f"Serving the champion, v{version}, from Bento [bold]{tag}[/] (delay_bento[{partition}]) ..."
     )

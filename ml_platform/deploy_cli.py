@@ -211,8 +211,7 @@ def _bento_launcher(settings: PlatformSettings) -> Any:
     from ml_platform.lib.deploy.process import ServedProcess
     from ml_platform.lib.serving.bento import bentoml_env
 
-    env = bentoml_env(settings.bentoml_home)
-    env["MLP_ROOT_DIR"] = str(settings.root_dir)  # the same online store and prediction log
+    env = bentoml_env(settings.bentoml_home, root_dir=settings.root_dir)
     logs = settings.storage_root / "logs"
 
     def launch(release: Release, role: str) -> ServedProcess:

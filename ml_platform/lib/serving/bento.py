@@ -296,11 +296,19 @@ class BuiltBento:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def bentoml_env(bentoml_home: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a ``bentoml`` subprocess on ``bentoml_home`` (no usage tracking)."""
+def bentoml_env(
+    bentoml_home: Path, base: Mapping[str, str] | None = None, *, root_dir: Path | None = None
+) -> dict[str, str]:
+    """The environment of a ``bentoml`` subprocess on ``bentoml_home`` (no usage tracking).
+
+    ``root_dir``: the platform root a served Bento resolves its settings from (``MLP_ROOT_DIR``), so
+    it reads the same online store and writes the same prediction log as the caller.
+    """
     env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("BENTOML_")}
     env["BENTOML_HOME"] = str(bentoml_home)
     env["BENTOML_DO_NOT_TRACK"] = "true"
+    if root_dir is not None:
+        env["MLP_ROOT_DIR"] = str(root_dir)
     return env
 
 
