@@ -249,7 +249,7 @@ def build_world(root: Path) -> World:
         actor="supervisor:bench",
         detail={"generation": 1, "model_name": lw.MODEL, "bento_partition": lw.WEEK},
     )
-    lw._log(settings, "req-collected", version, 0)
+    lw._log(settings, "req-collected", version, 0, tag)
     collected = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
         partition_key=lw.LOG_DAY,
         instance=instance,
@@ -258,7 +258,7 @@ def build_world(root: Path) -> World:
         asset_selection=[dg.AssetKey("prediction_log")],
     )
     assert collected.success, failure_messages(collected)
-    lw._log(settings, "req-pending", version, 1)
+    lw._log(settings, "req-pending", version, 1, tag)
     shifted = build_definitions(settings.model_copy(update={"inject_shifts": [f"{lw.SHIFTED_DAY}:temp+15C"]}))
     data = shifted.resolve_job_def(DATA_JOB)
     lw._layers(

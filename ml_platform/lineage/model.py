@@ -303,6 +303,9 @@ class PredictionLine:
     index: int | None
     model_name: str | None
     model_version: str | None
+    #: The Bento that served the line (None: a line logged before the service recorded it, or a
+    #: service served from source).
+    bento_tag: str | None
     latency_ms: float | None
     request: dict[str, Any]
     prediction: dict[str, Any]

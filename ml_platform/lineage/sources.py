@@ -197,6 +197,9 @@ def find_request_in_table(delta_root: Path, request_id: str) -> list[FoundLine]:
     if not (table / "_delta_log").is_dir():
         return []
     rows = pl.scan_delta(str(table)).filter(pl.col("request_id") == request_id).collect()
+    # a table written before the service logged its Bento has no bento_tag column (older partitions
+    # of a table that has it read null there)
+    has_bento = "bento_tag" in rows.columns
     out = []
     for row in rows.iter_rows(named=True):
         data = {
@@ -206,6 +209,7 @@ def find_request_in_table(delta_root: Path, request_id: str) -> list[FoundLine]:
             "index": row.get("index"),
             "model_name": row.get("model_name"),
             "model_version": row.get("model_version"),
+            **({"bento_tag": row["bento_tag"]} if has_bento else {}),
             "latency_ms": row.get("latency_ms"),
             "request": {
                 k: str(row.get(k)) if k == "scheduled_departure" else row.get(k)

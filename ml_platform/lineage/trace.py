@@ -7,8 +7,10 @@ The chain (docs/lineage.md)::
 
 Every link is read from what was recorded, following the exact record the downstream names:
 
-* a request id -> the prediction-log line(s) -> ``model_name``/``model_version`` of the line (and the
-  ``prediction_log`` materializations whose ``lineage/source`` read that line);
+* a request id -> the prediction-log line(s) (and the ``prediction_log`` materializations whose
+  ``lineage/source`` read that line) -> the line's ``bento_tag``, the Bento that served it, then as
+  from that Bento; a line without one (logged before the service recorded it, or served from
+  source) -> its ``model_name``/``model_version``, with the Bento a missing hop;
 * the desired state -> the ``delay_bento`` partition and run that built the served Bento;
 * a Bento tag -> the ``delay_bento`` materialization that recorded it -> its ``lineage/upstream``
   names the ``delay_model`` partition and run (and the evaluation and promotion runs);
@@ -229,20 +231,47 @@ class _Tracer:
                 f"the log names {', '.join(f'{n} v{v}' for n, v in versions)};"
                 f" the chain follows {name} v{version}",
             )
-        tags = {str(f.data["bento_tag"]) for f in lines if f.data.get("bento_tag")}
+        tags = sorted({str(f.data["bento_tag"]) for f in lines if f.data.get("bento_tag")})
+        candidates = sorted({t for r in self._bentos_of_version(name, version) if (t := self._tag(r))})
         if tags:
-            chain.served_by = sorted(tags)[0]
-            self._from_bento(chain, chain.served_by, exact=None)
+            chain.served_by = tags[0]
+            if len(tags) > 1:
+                chain.check(
+                    "one Bento answered the request",
+                    False,
+                    f"the log names {', '.join(tags)}; the chain follows {tags[0]}",
+                )
+            if any(self._tag(r) == tags[0] for r in self._all_bentos()):
+                self._from_bento(chain, tags[0], exact=None)
+                bento = chain.bentos[0] if chain.bentos else None
+                if bento is not None:
+                    chain.check(
+                        "the Bento that served the request was built for the logged model version",
+                        bento.model_version == version and bento.model_name in (None, name),
+                        f"the log names {name} v{version}; {DELAY_BENTO} records {bento.tag} for"
+                        f" {bento.model_name} v{bento.model_version}",
+                    )
+                return chain
+            chain.note(
+                Missing(
+                    "bento",
+                    f"Bento {tags[0]} (request {request_id})",
+                    f"no {DELAY_BENTO} materialization recorded the Bento tag the log line names (a Bento"
+                    " built outside the platform?); the chain follows the line's model version, the"
+                    " Bentos built for it are listed",
+                    candidates=candidates,
+                )
+            )
+            self._from_version(chain, name, version)
             return chain
-        bentos = [self._tag(r) for r in self._bentos_of_version(name, version)]
         chain.served_by = chain.note(
             Missing(
                 "served_by",
                 f"request {request_id}",
-                "the prediction log line records model_name and model_version but not the Bento tag"
-                " that served it (ml_platform/lib/serving/prediction_log.py LogRecord); the Bentos built"
-                " for that version are the candidates, none is picked",
-                candidates=sorted({t for t in bentos if t}),
+                "the prediction log line records model_name and model_version but no Bento tag (a line"
+                " logged before the service recorded it, or by a service served from source, not from"
+                " a Bento); the Bentos built for that version are the candidates, none is picked",
+                candidates=candidates,
             )
         )
         self._from_version(chain, name, version)
@@ -279,6 +308,7 @@ class _Tracer:
                     index=data.get("index"),
                     model_name=data.get("model_name"),
                     model_version=None if data.get("model_version") is None else str(data["model_version"]),
+                    bento_tag=None if data.get("bento_tag") is None else str(data["bento_tag"]),
                     latency_ms=data.get("latency_ms"),
                     request=dict(data.get("request") or {}),
                     prediction=dict(data.get("prediction") or {}),

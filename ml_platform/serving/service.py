@@ -32,6 +32,9 @@ into the pydantic model; the handler checks the model's vocabularies, then hands
 :class:`~ml_platform.lib.serving.batching.AdaptiveBatcher`, which scores concurrent requests
 together in one thread (online features from the store, then the model); the handler answers, and
 the prediction metrics and the prediction log lines are recorded once the answer has been sent.
+Each log line names the Bento that served it (``bento_tag``, :func:`served_bento_tag`, read once at
+start-up; null when the service is served from source), so an audit can go from a request id to the
+Bento, its model version, run and data (``mlp lineage <request id>``).
 
 Which model is served, decided when the service starts:
 
@@ -172,6 +175,23 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def served_bento_tag() -> str | None:
+    """The tag (``name:version``) of the Bento this worker serves; None when it serves no Bento.
+
+    BentoML's worker (``_bentoml_impl.worker.service``) sets ``server_context.bento_name`` and
+    ``bento_version`` from the loaded Bento before it builds the ASGI app, and the app creates the
+    service instance in its lifespan start-up, so the tag is known when ``DelayService.__init__``
+    runs. A service served from source (``bentoml serve ml_platform.serving.service:DelayService``)
+    has no Bento: the worker sets the version ``"not available"`` (also the default outside a
+    worker).
+    """
+    context = bentoml.server_context
+    name, version = context.bento_name, context.bento_version
+    if not name or not version or version == "not available":
+        return None
+    return f"{name}:{version}"
+
+
 def process_metrics() -> ServingMetrics:
     """The serving metrics of this process, created once on prometheus_client's default registry.
 
@@ -211,6 +231,8 @@ class DelayService:
 
         started = time.perf_counter()
         logger.setLevel(logging.INFO)  # BentoML leaves the root logger at WARNING
+        #: The Bento every prediction-log line names (None: served from source).
+        self.bento_tag = served_bento_tag()
         settings = PlatformSettings()
         torch.set_num_threads(settings.serving_torch_threads)
         info = self._served_model(settings)
@@ -237,9 +259,10 @@ class DelayService:
         self._warm_up()
         settle_heap()
         logger.info(
-            "serving %s from %s; online store %s; prediction log %s; started in %.1f s",
+            "serving %s from %s; Bento %s; online store %s; prediction log %s; started in %.1f s",
             info.describe(),
             info.path,
+            self.bento_tag or "none (served from source)",
             store.describe(),
             settings.prediction_log_dir,
             time.perf_counter() - started,
@@ -418,6 +441,7 @@ class DelayService:
                     index=index,
                     model_name=info.model_name,
                     model_version=version,
+                    bento_tag=self.bento_tag,
                     latency_ms=latency_ms,
                     request=flight.as_row(),
                     features=result.features,

@@ -4,7 +4,8 @@ their profile, and online rows of ``live_performance`` joined with the day's act
 One small world for the module: features for 2013-01-01..2013-02-04, a champion trained on a
 2-week window (model week 2013-01-28), the champion's batch predictions of 2013-02-04, and online
 predictions of that day's flights written by :class:`PredictionLog` from two "pods", plus a
-malformed line and a line still being written.
+malformed line and a line still being written. Before them, a day whose lines and partition predate
+the ``bento_tag`` key and column (an older deployment's table, which the new day extends).
 """
 
 from __future__ import annotations
@@ -30,8 +31,14 @@ from ml_platform.demo import days, run_partitions
 from ml_platform.lib import metadata as keys
 from ml_platform.lib.features.transforms import KEY_COLUMNS
 from ml_platform.lib.online.features import FEATURE_COLUMNS, FEATURE_SCHEMA, REQUEST_COLUMNS
-from ml_platform.lib.serving.prediction_log import LOG_SCHEMA, LogRecord, PredictionLog, to_json_line
-from ml_platform.lib.storage import DeltaPartitionStore
+from ml_platform.lib.serving.prediction_log import (
+    LOG_SCHEMA,
+    LogRecord,
+    PredictionLog,
+    read_day,
+    to_json_line,
+)
+from ml_platform.lib.storage import PARTITION_COLUMN, DeltaPartitionStore
 from ml_platform.lib.training.data import INPUT_COLUMNS
 from ml_platform.settings import PlatformSettings
 from ml_platform_tests.conftest import latest
@@ -40,6 +47,12 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = "2013-02-04"
+#: A day logged and published before the lines named their Bento (no bento_tag key, no column).
+OLD_DAY = "2013-02-02"
+OLD_FLIGHTS = 5
+#: The Bento of pod-a, and of the canary version pod-b also served; pod-b runs from source (null).
+BENTO = "delay_service:v1-0123456789abcdef"
+CANARY_BENTO = "delay_service:v999-0123456789abcdef"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 SMALL: dict[str, Any] = {
     "partition_start": "2013-01-01",
@@ -58,14 +71,25 @@ ONLINE_FLIGHTS = 300
 SHIFT_MINUTES = 7.0
 
 
-def _records(features: pl.DataFrame, batch: pl.DataFrame, version: str, start: int) -> list[LogRecord]:
-    """One log record per flight of ``features``, answered with the batch prediction + SHIFT_MINUTES."""
-    by_key = {tuple(r[:5]): r[5:] for r in batch.select(*KEY_COLUMNS, *batch.columns[5:7]).iter_rows()}
+def _records(
+    features: pl.DataFrame,
+    batch: pl.DataFrame | None,
+    version: str,
+    start: int,
+    bento_tag: str | None = BENTO,
+) -> list[LogRecord]:
+    """One log record per flight of ``features``, answered with the batch prediction + SHIFT_MINUTES
+    (10 minutes without ``batch``)."""
+    by_key = (
+        {}
+        if batch is None
+        else {tuple(r[:5]): r[5:] for r in batch.select(*KEY_COLUMNS, *batch.columns[5:7]).iter_rows()}
+    )
     frame = features.select(FEATURE_COLUMNS).cast(FEATURE_SCHEMA)  # type: ignore[arg-type]
     out = []
     for row in range(frame.height):
         request = {c: frame[c][row] for c in REQUEST_COLUMNS}
-        delay, probability = by_key[tuple(request[c] for c in KEY_COLUMNS)]
+        delay, probability = by_key.get(tuple(request[c] for c in KEY_COLUMNS), (10.0 - SHIFT_MINUTES, 0.3))
         out.append(
             LogRecord(
                 logged_at=datetime(2026, 5, 1, 12, tzinfo=UTC),
@@ -74,6 +98,7 @@ def _records(features: pl.DataFrame, batch: pl.DataFrame, version: str, start: i
                 index=row,
                 model_name="delay_model",
                 model_version=version,
+                bento_tag=bento_tag,
                 latency_ms=1.0 + row % 5,
                 request=request,
                 features=frame,
@@ -83,6 +108,13 @@ def _records(features: pl.DataFrame, batch: pl.DataFrame, version: str, start: i
             )
         )
     return out
+
+
+def _without_bento_tag(record: LogRecord) -> str:
+    """``record``'s line as the service wrote it before lines named their Bento (no key at all)."""
+    line = json.loads(to_json_line(record))
+    del line["bento_tag"]
+    return json.dumps(line, separators=(",", ":")) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -120,14 +152,31 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             pl.col("partition_date") == DAY
         )
         version = str(batch["model_version"][0])
+        # OLD_DAY, as logged and published before the change: lines without the bento_tag key, and a
+        # partition without the column, the table's first (the asset's later writes merge the column in)
+        old_features = (
+            pl.read_delta(store.table_uri("flight_features"))
+            .filter(pl.col("partition_date") == OLD_DAY)
+            .sort("scheduled_departure", "carrier", "flight")
+            .head(OLD_FLIGHTS)
+        )
+        old_folder = settings.prediction_log_dir / OLD_DAY
+        old_folder.mkdir(parents=True)
+        (old_folder / "pod-old.jsonl").write_text(
+            "".join(_without_bento_tag(r) for r in _records(old_features, None, version, 500))
+        )
+        old_day = read_day(settings.prediction_log_dir, date.fromisoformat(OLD_DAY))
+        assert old_day is not None and old_day.quarantined.height == 0
+        store.write_partition(NAME, OLD_DAY, old_day.frame.drop("bento_tag"))
         asked = features.sample(ONLINE_FLIGHTS, seed=7).sort("scheduled_departure")
-        # two pods; pod-b also answered two flights with another version (a canary)
+        # two pods: pod-a serves the Bento, pod-b the service from source (no Bento: null tags), and
+        # pod-b also answered two flights with another version from its Bento (a canary)
         pod_a = PredictionLog(settings.prediction_log_dir, file_stem="pod-a")
         pod_a.append(_records(asked.slice(0, 200), batch, version, 0))
         pod_a.close()
         pod_b = PredictionLog(settings.prediction_log_dir, file_stem="pod-b")
-        pod_b.append(_records(asked.slice(200, 100), batch, version, 200))
-        pod_b.append(_records(asked.slice(0, 2), batch, "999", 900))
+        pod_b.append(_records(asked.slice(200, 100), batch, version, 200, bento_tag=None))
+        pod_b.append(_records(asked.slice(0, 2), batch, "999", 900, bento_tag=CANARY_BENTO))
         pod_b.close()
         folder = settings.prediction_log_dir / DAY
         with (folder / "pod-a.jsonl").open("a") as handle:
@@ -157,7 +206,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 def test_the_day_lands_as_a_typed_partition_of_every_valid_line(world):
     log = pl.read_delta(world["store"].table_uri(NAME)).filter(pl.col("partition_date") == DAY)
-    assert log.drop("partition_date").schema == pl.Schema(LOG_SCHEMA)
+    # the table predates the bento_tag column (OLD_DAY): Delta appended it after the older columns
+    assert dict(log.drop("partition_date").schema) == LOG_SCHEMA
+    assert log.columns[-1] == "bento_tag"
+    assert dict(log.group_by("bento_tag").len().rows()) == {None: 100, BENTO: 200, CANARY_BENTO: 2}
     assert set(INPUT_COLUMNS) <= set(log.columns)
     assert log.height == ONLINE_FLIGHTS + 2
     assert log.group_by("source_file").len().sort("source_file").rows() == [
@@ -218,7 +270,7 @@ def test_the_profile_covers_the_flights_features_not_the_request_ids(world):
     assert row["rows"][0] == ONLINE_FLIGHTS + 2 and row["source_table"][0] == NAME
     columns = json.loads(row["columns"][0])
     assert set(INPUT_COLUMNS) - {"day_of_week"} <= set(columns) and "route" in columns
-    assert not {"request_id", "source_file", "source_line", "index"} & set(columns)
+    assert not {"request_id", "source_file", "source_line", "index", "bento_tag"} & set(columns)
     # the drift measures read it as they read the batch profiles: online vs batch features of the day
     online = profiles.deserialize(row["profile"][0])
     batch = profiles.deserialize(
@@ -284,3 +336,24 @@ def test_a_day_without_a_log_publishes_nothing_and_live_performance_still_runs(w
     assert "2013-02-03" not in instance.get_materialized_partitions(dg.AssetKey(PREDICTION_LOG_PROFILES))
     logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
     assert any("no complete log line" in m and "nothing published" in m for m in logs)
+
+
+def test_a_day_published_before_the_bento_tag_reads_null_beside_the_new_day(world):
+    """An older deployment's table: its days have no bento_tag in their files; the table has it now."""
+    store, instance = world["store"], world["instance"]
+    table = pl.read_delta(store.table_uri(NAME))
+    assert sorted(table[PARTITION_COLUMN].unique().to_list()) == [OLD_DAY, DAY]
+    old = table.filter(pl.col(PARTITION_COLUMN) == OLD_DAY)
+    assert old.height == OLD_FLIGHTS and old["bento_tag"].null_count() == OLD_FLIGHTS
+    assert table.filter(pl.col(PARTITION_COLUMN) == DAY)["bento_tag"].null_count() == 100
+    # the old day's lines (no key) are read again by today's asset: every line, tags null
+    monitoring = world["defs"].resolve_job_def(MONITORING_JOB)
+    again = monitoring.execute_in_process(
+        partition_key=OLD_DAY, instance=instance, run_config=QUIET, asset_selection=[dg.AssetKey(NAME)]
+    )
+    assert again.success
+    mat = latest(instance, NAME, OLD_DAY)
+    assert mat.metadata[keys.QUALITY_QUARANTINED_ROWS].value == 0
+    assert mat.metadata[keys.ROW_COUNT].value == OLD_FLIGHTS
+    reread = pl.read_delta(store.table_uri(NAME)).filter(pl.col(PARTITION_COLUMN) == OLD_DAY)
+    assert reread.height == OLD_FLIGHTS and reread["bento_tag"].null_count() == OLD_FLIGHTS

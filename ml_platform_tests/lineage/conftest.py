@@ -7,8 +7,9 @@
   and builds its Bento (``bentoml build``);
 * ``deploy_job``: the ``deployment`` asset writes the desired state (no supervisor runs, so the
   supervisor's ``deploy`` event is appended to the deployment log as it would append it);
-* two served predictions of flights of 2013-01-22 written by :class:`PredictionLog`, the first one
-  collected by ``prediction_log[2013-01-22]`` and the second one not yet;
+* two served predictions of flights of 2013-01-22 written by :class:`PredictionLog` as the served
+  Bento writes them (their ``bento_tag`` is the week's Bento), the first one collected by
+  ``prediction_log[2013-01-22]`` and the second one not yet;
 * then raw_weather[2013-01-10] re-ingested with an injected +15 °C shift, and its validated day and
   the feature days 2013-01-10/11 rematerialized (one-partition runs): their newest versions are not
   the ones the model read, so a trace that took "the latest" would be caught.
@@ -88,8 +89,19 @@ def _layers(
         assert result.success, f"{layer}: {failure_messages(result)}"
 
 
-def _log(settings: PlatformSettings, request_id: str, version: str, row: int) -> None:
-    """One prediction of a flight of LOG_DAY, as the served Bento logs it (its own writer, like a pod)."""
+def _log(
+    settings: PlatformSettings,
+    request_id: str,
+    version: str,
+    row: int,
+    bento_tag: str | None,
+    folder: Path | None = None,
+) -> None:
+    """One prediction of a flight of LOG_DAY, as the served Bento logs it (its own writer, like a pod).
+
+    ``bento_tag`` None: as a service served from source, or one older than the key, logged it.
+    ``folder``: another log folder than the world's (a test's own lines).
+    """
     features = (
         pl.read_delta(str(settings.delta_root / "flight_features"))
         .filter(pl.col("partition_date") == LOG_DAY)
@@ -97,7 +109,7 @@ def _log(settings: PlatformSettings, request_id: str, version: str, row: int) ->
         .select(FEATURE_COLUMNS)
         .cast(FEATURE_SCHEMA)  # type: ignore[arg-type]
     )
-    writer = PredictionLog(settings.prediction_log_dir, file_stem=f"pod-{request_id}")
+    writer = PredictionLog(folder or settings.prediction_log_dir, file_stem=f"pod-{request_id}")
     writer.append(
         [
             LogRecord(
@@ -107,6 +119,7 @@ def _log(settings: PlatformSettings, request_id: str, version: str, row: int) ->
                 index=0,
                 model_name=MODEL,
                 model_version=version,
+                bento_tag=bento_tag,
                 latency_ms=1.5,
                 request={c: features[c][row] for c in REQUEST_COLUMNS},
                 features=features,
@@ -163,7 +176,7 @@ def lineage_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineageW
             actor="supervisor:test",
             detail={"generation": 1, "model_name": MODEL, "bento_partition": WEEK},
         )
-        _log(settings, "req-collected", version, 0)
+        _log(settings, "req-collected", version, 0, tag)
         collected = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
             partition_key=LOG_DAY,
             instance=instance,
@@ -172,7 +185,7 @@ def lineage_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineageW
             asset_selection=[dg.AssetKey("prediction_log")],
         )
         assert collected.success, failure_messages(collected)
-        _log(settings, "req-pending", version, 1)
+        _log(settings, "req-pending", version, 1, tag)
         # a later re-ingestion of one raw day with other content: new versions the model never read
         shifted = build_definitions(
             settings.model_copy(update={"inject_shifts": [f"{SHIFTED_DAY}:temp+15C"]})

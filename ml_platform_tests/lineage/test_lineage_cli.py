@@ -54,8 +54,15 @@ def test_mlp_lineage_prints_the_chain_and_writes_the_same_json(lineage_world, ru
     stdout = runner.invoke(app, ["lineage", w.collected_request, "--json", "-"])
     assert stdout.exit_code == 0, stdout.output
     data = json.loads(stdout.output)
-    assert data["start"]["kind"] == "request" and data["served_by"]["missing"] is True
+    assert data["start"]["kind"] == "request" and data["served_by"] == w.bento_tag
+    assert data["complete"] is True and [b["tag"] for b in data["bentos"]] == [w.bento_tag]
     assert data["prediction"]["lines"][0]["model_version"] == w.version
+    assert data["prediction"]["lines"][0]["bento_tag"] == w.bento_tag
+
+    tree = runner.invoke(app, ["lineage", w.collected_request])
+    assert tree.exit_code == 0, tree.output
+    text = " ".join(tree.output.split())
+    assert f"served by Bento {w.bento_tag}" in text and "complete" in text and "incomplete" not in text
 
 
 def test_mlp_impact_lists_what_a_raw_day_reached(lineage_world, runner):

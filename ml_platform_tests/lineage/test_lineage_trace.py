@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -15,9 +18,10 @@ from ml_platform.lib.registry.audit import AuditLog
 from ml_platform.lineage import LineageError, Missing, to_json, trace
 from ml_platform.lineage import records as rec
 from ml_platform.lineage.model import LineageChain, PartitionNode
+from ml_platform.lineage.sources import LineageSources
 from ml_platform.lineage.trace import CHECKS
 from ml_platform_tests.conftest import latest
-from ml_platform_tests.lineage.conftest import MODEL, SHIFTED_DAY, WEEK, LineageWorld
+from ml_platform_tests.lineage.conftest import MODEL, SHIFTED_DAY, WEEK, LineageWorld, _log
 
 pytestmark = pytest.mark.slow
 
@@ -167,23 +171,78 @@ def test_every_start_reaches_the_same_recorded_chain(lineage_world, champion):
     assert data["features"][0]["id"] == ids[0] and data["raw"][0]["source"]["sha256"]
 
 
-def test_a_request_id_leads_to_the_model_and_says_the_bento_was_not_recorded(lineage_world, champion):
+def test_a_request_id_leads_to_the_bento_that_served_it_and_down_to_the_raw_files(lineage_world, champion):
     w = lineage_world
     chain = trace(w.instance, w.settings, w.collected_request)
     assert chain.start.kind == "request"
     (line,) = chain.prediction.lines
     assert (line.model_version, line.flight_day, line.line) == (w.version, "2013-01-22", 1)
+    assert line.bento_tag == w.bento_tag
     assert [m.split("@")[0] for m in line.collected_by] == ["prediction_log[2013-01-22]"]
     assert line.collected_sha256_ok is True
-    # the log line records the model version, not the Bento: the hop is missing, the candidates listed
-    assert isinstance(chain.served_by, Missing) and chain.served_by.on_path
-    assert "Bento tag" in chain.served_by.reason and chain.served_by.candidates == [w.bento_tag]
-    assert not chain.complete
-    assert chain.model.version == w.version
+    # the line names the Bento that served it: the chain goes through that Bento's build
+    assert chain.served_by == w.bento_tag
+    assert [b.tag for b in chain.bentos] == [w.bento_tag]
+    assert chain.bentos[0].materialization.id == champion.bentos[0].materialization.id
+    assert chain.complete, [m.describe() for m in chain.missing] + [
+        c.detail for c in chain.consistency if not c.ok
+    ]
+    assert ("the Bento that served the request was built for the logged model version", True) in [
+        (c.name, c.ok) for c in chain.consistency
+    ]
+    assert chain.model.version == w.version and chain.mlflow_run.run_id == champion.mlflow_run.run_id
     assert [n.id for n in chain.features] == [n.id for n in champion.features]
+    assert [n.id for n in chain.raw] == [n.id for n in champion.raw]
 
     pending = trace(w.instance, w.settings, w.pending_request)
-    assert pending.prediction.lines[0].collected_by == []
+    assert pending.prediction.lines[0].collected_by == [] and pending.served_by == w.bento_tag
+    assert pending.complete
+
+
+def _own_log(w: LineageWorld, folder: Path, **changes: Any) -> LineageSources:
+    """The world's sources with the prediction log at ``folder`` (and no published rows)."""
+    return dataclasses.replace(
+        LineageSources.from_settings(w.settings), prediction_log_dir=folder, delta_root=None, **changes
+    )
+
+
+def test_a_line_without_a_bento_tag_leaves_the_bento_a_missing_hop_with_candidates(lineage_world, tmp_path):
+    """A line logged before the key existed, or by a service served from source, names no Bento."""
+    w = lineage_world
+    _log(w.settings, "req-untagged", w.version, 2, None, folder=tmp_path)
+    line = json.loads(next(tmp_path.glob("*/pod-req-untagged.jsonl")).read_text())
+    del line["bento_tag"]  # as the service wrote it before lines named their Bento
+    next(tmp_path.glob("*/pod-req-untagged.jsonl")).write_text(json.dumps(line) + "\n")
+    chain = trace(w.instance, _own_log(w, tmp_path), "req-untagged")
+    assert chain.prediction.lines[0].bento_tag is None
+    assert isinstance(chain.served_by, Missing) and chain.served_by.on_path
+    assert "no Bento tag" in chain.served_by.reason and chain.served_by.candidates == [w.bento_tag]
+    assert not chain.complete and [m for m in chain.missing if m.on_path] == [chain.served_by]
+    assert chain.model.version == w.version and chain.features
+
+
+def test_a_bento_tag_no_build_recorded_is_a_missing_hop_and_the_chain_follows_the_version(
+    lineage_world, tmp_path
+):
+    w = lineage_world
+    _log(w.settings, "req-foreign", w.version, 2, "delay_service:v0-built-by-hand", folder=tmp_path)
+    chain = trace(w.instance, _own_log(w, tmp_path), "req-foreign")
+    assert chain.served_by == "delay_service:v0-built-by-hand"
+    (gap,) = [m for m in chain.missing if m.on_path]
+    assert gap.hop == "bento" and "no delay_bento materialization recorded" in gap.reason
+    assert gap.candidates == [w.bento_tag] and not chain.complete
+    assert chain.model.version == w.version and chain.features
+
+
+def test_the_published_rows_lead_to_the_bento_when_the_log_files_are_gone(lineage_world, tmp_path):
+    w = lineage_world
+    sources = dataclasses.replace(
+        LineageSources.from_settings(w.settings), prediction_log_dir=tmp_path / "no-files"
+    )
+    chain = trace(w.instance, sources, w.collected_request)
+    assert "published rows" in chain.prediction.found_in
+    assert chain.prediction.lines[0].bento_tag == w.bento_tag
+    assert chain.served_by == w.bento_tag and chain.complete
 
 
 def test_unknown_starts_are_clear_errors(lineage_world):

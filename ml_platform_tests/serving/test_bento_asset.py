@@ -293,7 +293,9 @@ def test_mlp_serve_serves_the_champions_bento_until_ctrl_c(
             else:
                 pytest.fail(f"not ready in 120 s:\n{log_path.read_text(errors='replace')[-6000:]}")
             row = world.known_flights(1).row(0, named=True)
-            response = httpx.post(f"{url}/predict", json=body_of(row), timeout=30)
+            response = httpx.post(
+                f"{url}/predict", json=body_of(row), headers={"X-Request-ID": "mlp-serve-1"}, timeout=30
+            )
             assert response.status_code == 200, response.text
             answer = response.json()
             assert answer["model_name"] == REGISTERED
@@ -309,9 +311,23 @@ def test_mlp_serve_serves_the_champions_bento_until_ctrl_c(
         and f"curl -s -X POST http://127.0.0.1:{port}/predict" in printed
     )
     assert f"snapshot of {SNAPSHOT_DAY}" in printed
+    assert f"Bento {tag};" in printed, printed[-3000:]  # the service's start-up line names its Bento
     assert code == 0 and "stopped." in printed, printed[-3000:]
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1.0)
+    # the served Bento's log line names exactly that Bento (mlp lineage <request id> follows it)
+    (line,) = _log_lines(bento_world.settings.prediction_log_dir, "mlp-serve-1")
+    assert line["bento_tag"] == tag and line["model_version"] == bento_world.version
+
+
+def _log_lines(folder: Path, request_id: str) -> list[dict[str, Any]]:
+    """The prediction-log lines of ``request_id`` under ``folder`` (the server has stopped: all written)."""
+    return [
+        line
+        for path in sorted(folder.glob("*/*.jsonl"))
+        for line in map(json.loads, path.read_text().splitlines())
+        if line["request_id"] == request_id
+    ]
 
 
 def test_mlp_serve_says_what_to_run_when_the_champion_has_no_bento(
@@ -456,6 +472,7 @@ def test_the_deployment_asset_deploys_the_champions_bento_through_the_supervisor
                 answer.headers["X-Model-Version"] == bw.version
                 and answer.headers["X-Served-By"] == "champion"
             )
+            request_id = answer.json()["request_id"]
 
             unchanged = deploy()
             assert unchanged.success, failure_messages(unchanged)
@@ -488,6 +505,9 @@ def test_the_deployment_asset_deploys_the_champions_bento_through_the_supervisor
     assert code == 0 and "stopped." in printed, printed[-3000:]
     status = read_status(status_path)
     assert status is not None and status["stopped"] and not supervisor_running(status)
+    # the Bento the supervisor deployed logged its own tag with the prediction
+    (line,) = _log_lines(bw.settings.prediction_log_dir, request_id)
+    assert line["bento_tag"] == tag and line["model_version"] == bw.version
     events = DeploymentLog(bw.settings.deployment_log_table).events()
     assert [(e.action, e.bento_tag, e.model_version) for e in events] == [
         ("deploy", tag, bw.version),

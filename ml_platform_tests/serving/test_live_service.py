@@ -387,11 +387,15 @@ def test_every_prediction_is_logged(client: httpx.Client, world: ServingWorld, k
         "index",
         "model_name",
         "model_version",
+        "bento_tag",
         "latency_ms",
         "request",
         "features",
         "prediction",
     }
+    assert list(first).index("bento_tag") == list(first).index("model_version") + 1
+    # served from source (`bentoml serve ml_platform.serving.service:DelayService`): no Bento
+    assert {line["bento_tag"] for line in lines} == {None}
     assert first["endpoint"] == "predict" and by_id[(batch, 1)]["endpoint"] == "predict_batch"
     assert first["model_version"] == world.packaged.model_version and first["model_name"] == MODEL_NAME
     assert 0 < first["latency_ms"] < 10_000

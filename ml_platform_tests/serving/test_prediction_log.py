@@ -12,6 +12,7 @@ import polars as pl
 
 from ml_platform.lib.serving.prediction_log import LogRecord, PredictionLog, flight_day, to_json_line
 
+BENTO = "delay_service:v3-0123456789abcdef"
 FEATURES = pl.DataFrame(
     {
         "carrier": ["B6", "UA"],
@@ -28,6 +29,7 @@ def record(
     i: int,
     logged_at: datetime = datetime(2013, 1, 15, 23, 59, tzinfo=UTC),
     departure: datetime = datetime(2013, 1, 15, 15, 45, tzinfo=UTC),
+    bento_tag: str | None = BENTO,
 ) -> LogRecord:
     return LogRecord(
         logged_at=logged_at,
@@ -36,6 +38,7 @@ def record(
         index=i,
         model_name="delay_model",
         model_version="3",
+        bento_tag=bento_tag,
         latency_ms=1.5,
         request={"carrier": "B6", "scheduled_departure": departure},
         features=FEATURES,
@@ -49,7 +52,7 @@ def lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_a_line_holds_request_features_prediction_version_latency_and_id() -> None:
+def test_a_line_holds_request_features_prediction_version_bento_latency_and_id() -> None:
     line = to_json_line(record(1))
     assert line.endswith("\n") and line.count("\n") == 1
     assert json.loads(line) == {
@@ -59,6 +62,7 @@ def test_a_line_holds_request_features_prediction_version_latency_and_id() -> No
         "index": 1,
         "model_name": "delay_model",
         "model_version": "3",
+        "bento_tag": BENTO,
         "latency_ms": 1.5,
         "request": {"carrier": "B6", "scheduled_departure": "2013-01-15T15:45:00+00:00"},
         "features": {
@@ -71,6 +75,12 @@ def test_a_line_holds_request_features_prediction_version_latency_and_id() -> No
         },
         "prediction": {"predicted_arr_delay": 12.25, "delay_probability": 0.4},
     }
+
+
+def test_the_bento_tag_follows_the_model_version_and_is_null_outside_a_bento() -> None:
+    keys = list(json.loads(to_json_line(record(0))))
+    assert keys[keys.index("model_version") + 1] == "bento_tag"
+    assert json.loads(to_json_line(record(0, bento_tag=None)))["bento_tag"] is None
 
 
 def test_records_go_to_the_file_of_their_flights_local_day(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from ml_platform.lib.serving.prediction_log import (
 from ml_platform.lib.training.data import INPUT_COLUMNS
 
 DAY = date(2013, 1, 15)
+BENTO = "delay_service:v3-0123456789abcdef"
 
 
 def features(departure: datetime, carrier: str = "B6") -> pl.DataFrame:
@@ -54,7 +55,9 @@ def features(departure: datetime, carrier: str = "B6") -> pl.DataFrame:
     return frame
 
 
-def record(i: int, departure: datetime = datetime(2013, 1, 15, 15, 45, tzinfo=UTC)) -> LogRecord:
+def record(
+    i: int, departure: datetime = datetime(2013, 1, 15, 15, 45, tzinfo=UTC), bento_tag: str | None = BENTO
+) -> LogRecord:
     return LogRecord(
         logged_at=datetime(2026, 5, 1, 12, 0, i, tzinfo=UTC),
         request_id=f"req-{i}",
@@ -62,6 +65,7 @@ def record(i: int, departure: datetime = datetime(2013, 1, 15, 15, 45, tzinfo=UT
         index=i,
         model_name="delay_model",
         model_version="3",
+        bento_tag=bento_tag,
         latency_ms=2.5,
         request={
             "carrier": "B6",
@@ -100,6 +104,7 @@ def test_a_day_is_read_into_typed_flat_rows_with_the_model_inputs(tmp_path: Path
     assert first["logged_at"] == datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
     assert first["predicted_arr_delay"] == 10.0 and first["delay_probability"] == 0.25
     assert first["model_version"] == "3" and first["latency_ms"] == 2.5
+    assert first["bento_tag"] == BENTO
     assert first["temp"] is None and first["flight_date"] == DAY
     assert [f.name for f in day.files] == ["host-1.jsonl", "host-2.jsonl"]
 
@@ -162,6 +167,7 @@ _DELETE = object()
         (_line(prediction__delay_probability=None), "prediction.delay_probability: null"),
         (_line(features=_DELETE), "features: missing"),
         (_line(features__origin_flights_7d=True), "features.origin_flights_7d: expected Int64, got bool"),
+        (_line(bento_tag=3), "bento_tag: expected String, got int"),
         (
             _line(request__scheduled_departure="2013-01-16T15:45:00+00:00"),
             "another day: a flight of 2013-01-16",
@@ -221,3 +227,66 @@ def test_lines_of_several_days_in_one_batch_are_read_by_their_day(tmp_path: Path
     assert fifteenth.frame["request_id"].to_list() == ["req-0", "req-1"]
     assert sixteenth.frame["request_id"].to_list() == ["req-2", "req-3"]
     assert fifteenth.quarantined.height == sixteenth.quarantined.height == 0
+
+
+def _without_bento_tag(record: LogRecord) -> str:
+    """``record``'s line as the service wrote it before lines named their Bento (no key at all)."""
+    line = json.loads(to_json_line(record))
+    del line["bento_tag"]
+    return json.dumps(line, separators=(",", ":")) + "\n"
+
+
+def test_a_line_written_before_the_bento_tag_existed_reads_as_null(tmp_path: Path) -> None:
+    folder = tmp_path / DAY.isoformat()
+    folder.mkdir()
+    (folder / "old.jsonl").write_text(_without_bento_tag(record(0)))
+    write(tmp_path, [record(1), record(2, bento_tag=None)], stem="new")  # a Bento; served from source
+    day = read_day(tmp_path, DAY)
+    assert day is not None and day.quarantined.height == 0
+    assert day.frame.schema == pl.Schema(LOG_SCHEMA)
+    assert dict(day.frame.select("request_id", "bento_tag").iter_rows()) == {
+        "req-1": BENTO,
+        "req-2": None,
+        "req-0": None,
+    }
+
+
+def test_a_day_published_before_the_bento_tag_and_a_day_after_share_the_table(tmp_path: Path) -> None:
+    """The ``prediction_log`` table of a deployment that predates the column gets it through
+    ``schema_mode="merge"``: the old day reads null, the new day its tags, and the published-rows
+    fallback of ``mlp lineage`` returns the tag where there is one."""
+    from ml_platform.lib.storage import PARTITION_COLUMN, DeltaPartitionStore
+    from ml_platform.lineage.sources import find_request_in_table
+
+    logs, delta = tmp_path / "log", tmp_path / "delta"
+    store = DeltaPartitionStore(delta)
+    (logs / DAY.isoformat()).mkdir(parents=True)
+    (logs / DAY.isoformat() / "old.jsonl").write_text(_without_bento_tag(record(0)))
+    old_day = read_day(logs, DAY)
+    assert old_day is not None
+    # what the asset published before the change: the same rows, no bento_tag column
+    old_pin = store.write_partition("prediction_log", DAY.isoformat(), old_day.frame.drop("bento_tag"))
+    assert [r.data.get("bento_tag", "absent") for r in find_request_in_table(delta, "req-0")] == ["absent"]
+
+    later = datetime(2013, 1, 16, 15, tzinfo=UTC)
+    write(logs, [record(1, later), record(2, later, bento_tag=None)])
+    new_day = read_day(logs, date(2013, 1, 16))
+    assert new_day is not None and new_day.quarantined.height == 0
+    new_pin = store.write_partition("prediction_log", "2013-01-16", new_day.frame)
+
+    table = pl.read_delta(str(delta / "prediction_log"))
+    assert dict(table.schema) == {**LOG_SCHEMA, PARTITION_COLUMN: pl.String()}  # bento_tag appended
+    assert sorted(table.select("request_id", PARTITION_COLUMN, "bento_tag").rows()) == [
+        ("req-0", DAY.isoformat(), None),
+        ("req-1", "2013-01-16", BENTO),
+        ("req-2", "2013-01-16", None),
+    ]
+    pinned = store.read([old_pin, new_pin])  # both pins still verify; the old day reads null
+    assert pinned.filter(pl.col("request_id") == "req-0")["bento_tag"].to_list() == [None]
+    assert store.read([old_pin]).columns == [*old_day.frame.drop("bento_tag").columns, PARTITION_COLUMN]
+    # rewriting the same lines publishes nothing new, though the column is last in the table
+    assert store.write_partition("prediction_log", "2013-01-16", new_day.frame, unless_same_as=new_pin).reused
+
+    found = {f.data["request_id"]: f.data for f in find_request_in_table(delta, "req-1")}
+    assert found["req-1"]["bento_tag"] == BENTO and found["req-1"]["model_version"] == "3"
+    assert [f.data["bento_tag"] for f in find_request_in_table(delta, "req-0")] == [None]

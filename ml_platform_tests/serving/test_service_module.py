@@ -101,3 +101,20 @@ def test_settle_heap_freezes_what_start_up_left() -> None:
     )
     before, frozen, tracked = json.loads(_python(code))
     assert before == 0 and frozen > 10_000 and tracked < 1_000
+
+
+def test_the_bento_tag_comes_from_bentomls_server_context() -> None:
+    """A worker serving a Bento has its name and version; served from source the version is
+    "not available" (BentoML's worker), and outside a worker nothing is set: no tag then."""
+    code = (
+        "import json\n"
+        "import bentoml\n"
+        "import ml_platform.serving.service as s\n"
+        "out = [s.served_bento_tag()]\n"
+        "bentoml.server_context.bento_name = 'delay_service'\n"
+        "out.append(s.served_bento_tag())\n"
+        "bentoml.server_context.bento_version = 'v3-0123456789abcdef'\n"
+        "out.append(s.served_bento_tag())\n"
+        "print(json.dumps(out))\n"
+    )
+    assert json.loads(_python(code)) == [None, None, "delay_service:v3-0123456789abcdef"]

@@ -10,11 +10,12 @@ concurrent workers and pods apart (each file has one writer, so lines never inte
 ``prediction_log`` asset turns a day's folder into a Delta partition (:func:`read_day`); it reads
 every ``*.jsonl`` of the folder.
 
-A line (keys always present; ``null`` where a value is unknown)::
+A line (every key always written; ``null`` where a value is unknown)::
 
     {"logged_at": "2013-01-15T15:45:00.123456+00:00",   # when the prediction was made (UTC)
      "request_id": "4b0f...", "endpoint": "predict", "index": 0,   # index: position in a batch
      "model_name": "delay_model", "model_version": "3",
+     "bento_tag": "delay_service:v3-0123456789ab",   # the Bento that served it (null: not a Bento)
      "latency_ms": 1.87,           # request received -> prediction ready (the handler's view)
      "request": {"carrier": "B6", "flight": 725, "origin": "JFK", "dest": "BQN",
                  "scheduled_departure": "2013-01-15T15:45:00+00:00", "distance": 1576.0},
@@ -22,6 +23,14 @@ A line (keys always present; ``null`` where a value is unknown)::
      "prediction": {"predicted_arr_delay": 12.3, "delay_probability": 0.41}}
 
 Datetimes are ISO 8601 with offset, dates ISO; a non-finite float is written as null.
+
+``bento_tag`` is the ``name:version`` of the Bento whose server logged the line, as BentoML told the
+service when it started: a Bento served by tag (``bentoml serve <tag>``, as ``mlp serve`` and the
+deploy supervisor run it) or from its folder (a containerized Bento). It is ``null`` when the
+service runs from source (``bentoml serve ml_platform.serving.service:DelayService``). It leads an
+audit from a request id to the Bento, then to its model version, run and data (``mlp lineage
+<request id>``, docs/lineage.md). Lines written before the key existed lack it: they are read with
+a null ``bento_tag``, not quarantined.
 
 Writing never delays or fails a request: the handler only appends records to a buffer (the
 feature row is converted to JSON later, in the writer); a background thread writes the buffer
@@ -35,9 +44,9 @@ at the moment it is read: a writer may be appending to it, and a half-written la
 a later read (its bytes are reported as ``pending_bytes``, never parsed). Per file it records the
 name, the bytes read, the lines and the sha256 of exactly those bytes, so an auditor can re-read
 the same prefix of the file and check it. Each line is checked and flattened into one row of
-:data:`LOG_SCHEMA`; a line that is not valid JSON, lacks a key, carries a value of the wrong type
-or a flight of another day is *quarantined* (:data:`QUARANTINE_SCHEMA`: file, line number, byte
-offset, reason and the raw line), never dropped.
+:data:`LOG_SCHEMA`; a line that is not valid JSON, lacks a key (``bento_tag`` excepted, see above),
+carries a value of the wrong type or a flight of another day is *quarantined*
+(:data:`QUARANTINE_SCHEMA`: file, line number, byte offset, reason and the raw line), never dropped.
 """
 
 from __future__ import annotations
@@ -85,6 +94,8 @@ class LogRecord:
     index: int
     model_name: str
     model_version: str
+    #: The Bento (``name:version``) that served the prediction; None outside a Bento.
+    bento_tag: str | None
     latency_ms: float
     request: Mapping[str, Any]
     features: pl.DataFrame
@@ -117,6 +128,7 @@ class LogRecord:
             "index": self.index,
             "model_name": self.model_name,
             "model_version": self.model_version,
+            "bento_tag": self.bento_tag,
             "latency_ms": self.latency_ms,
             "request": dict(self.request),
             "features": self.features.row(self.row, named=True),
@@ -258,6 +270,7 @@ TOP_SCHEMA: Final[dict[str, pl.DataType]] = {
     "index": pl.Int64(),
     "model_name": pl.String(),
     "model_version": pl.String(),
+    "bento_tag": pl.String(),
     "latency_ms": pl.Float64(),
 }
 #: The model's inputs not already in the request, plus the feature row's day, weather time and cutoff.
@@ -279,8 +292,17 @@ LOG_SCHEMA: Final[dict[str, pl.DataType]] = {
     "source_file": pl.String(),
     "source_line": pl.Int64(),
 }
-#: Columns of a log row that identify or describe the request, not the flight (profiles skip them).
-NOT_PROFILED: Final = ("logged_at", "request_id", "endpoint", "index", "model_name", *SOURCE_COLUMNS)
+#: Columns of a log row that identify or describe the request or its server, not the flight (profiles
+#: skip them).
+NOT_PROFILED: Final = (
+    "logged_at",
+    "request_id",
+    "endpoint",
+    "index",
+    "model_name",
+    "bento_tag",
+    *SOURCE_COLUMNS,
+)
 #: The reason column of a quarantined line (the name validation's quarantine tables use).
 QUARANTINE_REASON: Final = "_quarantine_reason"
 #: One row per line that could not be read as a prediction: ``quarantine_prediction_log``.
@@ -293,7 +315,10 @@ QUARANTINE_SCHEMA: Final[dict[str, pl.DataType]] = {
 }
 #: Top-level values that may be null (unknown); every other top-level, request and prediction value
 #: is required. Feature values may be null (no recent weather, a key the online store did not know).
-_NULLABLE_TOP: Final = frozenset({"latency_ms"})
+_NULLABLE_TOP: Final = frozenset({"latency_ms", "bento_tag"})
+#: Top-level keys added after the first lines were written: a line without one (an older log file)
+#: reads as null there, and is not quarantined.
+_OPTIONAL_TOP: Final = frozenset({"bento_tag"})
 #: Longest raw line kept in the quarantine (a runaway line is cut, its reason says so).
 MAX_RAW_CHARS: Final = 65_536
 
@@ -445,6 +470,8 @@ def parse_lines(
 def parse_line(raw: bytes, day: date) -> dict[str, Any]:
     """One line as a flat row of :data:`LOG_SCHEMA` (without the source columns).
 
+    A key of :data:`_OPTIONAL_TOP` may be absent (a line written before it existed): null.
+
     Raises:
         MalformedLine: not UTF-8 or not a JSON object; a key missing; a value of the wrong type or
             a required value null; a flight whose day is not ``day``.
@@ -459,6 +486,9 @@ def parse_line(raw: bytes, day: date) -> dict[str, Any]:
         raise MalformedLine(f"not JSON: a {type(line).__name__}, not an object")
     row: dict[str, Any] = {}
     for name, dtype in TOP_SCHEMA.items():
+        if name in _OPTIONAL_TOP and name not in line:
+            row[name] = None
+            continue
         row[name] = _value(line, name, name, dtype, nullable=name in _NULLABLE_TOP)
     request = _section(line, "request")
     for name, dtype in REQUEST_SCHEMA.items():

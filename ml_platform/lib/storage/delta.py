@@ -79,9 +79,11 @@ class DeltaPartitionStore:
                 after retries.
         """
         frame = self.with_partition(table, partition, df)
-        digest = content_hash(frame)
         uri = self.table_uri(table)
         dt = self._open(table)
+        if dt is not None:
+            frame = _in_table_order(frame, dt)
+        digest = content_hash(frame)
         if (
             unless_same_as is not None
             and dt is not None
@@ -228,3 +230,21 @@ class DeltaPartitionStore:
             return ()
         column = f"partition.{PARTITION_COLUMN}"
         return tuple(sorted(actions.filter(pl.col(column) == partition)["path"].to_list()))
+
+
+def _in_table_order(frame: pl.DataFrame, dt: DeltaTable) -> pl.DataFrame:
+    """``frame`` with its columns in the order Delta stores them in ``dt``.
+
+    Delta writes a partition's files in the table's column order, and a column that
+    ``schema_mode="merge"`` added to an existing table comes after its older columns (e.g.
+    ``bento_tag`` of ``prediction_log``, added after the table's first days). Hashing the frame in
+    that order makes its content hash the one a read of the written files gives, so rewriting the
+    same rows is recognized as such (``unless_same_as``). The table's columns come first, in its
+    order, then the frame's new ones, then the partition column (always last, as reads return it).
+    """
+    known = [f.name for f in dt.schema().fields if f.name != PARTITION_COLUMN]
+    present = set(frame.columns)
+    ordered = [c for c in known if c in present]
+    ordered += [c for c in frame.columns if c not in set(ordered) and c != PARTITION_COLUMN]
+    ordered.append(PARTITION_COLUMN)
+    return frame if ordered == frame.columns else frame.select(ordered)

@@ -278,6 +278,24 @@ def test_partitions_written_in_another_schema_read_back(
     assert store.read([store.write_partition(TABLE, DAY3, days[DAY3])]).height == days[DAY3].height
 
 
+def test_a_column_added_to_an_existing_table_keeps_rewrites_of_the_same_rows_reused(
+    store: DeltaPartitionStore, days: dict[str, pl.DataFrame]
+) -> None:
+    """Delta appends a merged column after the table's older ones; the frame is hashed in that order,
+    so the same rows written again are recognized (e.g. ``bento_tag`` of ``prediction_log``)."""
+    store.write_partition(TABLE, DAY1, days[DAY1])
+    frame = days[DAY2].select(pl.lit("gate B").alias("note"), pl.all())  # new column, first in the frame
+    pin = store.write_partition(TABLE, DAY2, frame)
+    back = store.read([pin])
+    assert back.columns == [*days[DAY2].columns, "note", PARTITION_COLUMN]
+    assert pin.content_hash == content_hash(back)
+    again = store.write_partition(TABLE, DAY2, frame, unless_same_as=pin)
+    assert again.reused and again == dataclasses.replace(pin, reused=True)
+    assert store.read([store.write_partition(TABLE, DAY1, days[DAY1])])["note"].null_count() == len(
+        days[DAY1]
+    )
+
+
 def test_identical_content_is_not_written_again(
     store: DeltaPartitionStore, days: dict[str, pl.DataFrame]
 ) -> None:
