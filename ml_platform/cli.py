@@ -33,6 +33,9 @@ def _register_subcommands() -> None:
     app.command("lineage")(lineage)
     app.command("impact")(impact)
     app.command("evidence")(evidence)
+    from ml_platform.openlineage_cli import openlineage_app
+
+    app.add_typer(openlineage_app, name="openlineage")
     app.command("reproduce")(reproduce)
 
 
@@ -127,6 +130,7 @@ def demo(
     if trained:
         _demo_serve(settings)
         _demo_lineage(settings, instance)
+        _demo_openlineage(settings, instance)
     console.print(
         "Browse it: [bold]make ui[/] (Dagster UI on http://127.0.0.1:3000),"
         " [bold]make mlflow-ui[/] (MLflow on http://127.0.0.1:5000)"
@@ -530,6 +534,29 @@ def _demo_lineage(settings: PlatformSettings, instance: Any) -> None:
     console.print(
         f"Evidence bundle of v{version} for auditors (one self-contained HTML file, and its JSON):\n"
         f"  {html_path}\n  {json_path}"
+    )
+
+
+def _demo_openlineage(settings: PlatformSettings, instance: Any) -> None:
+    """Export what the demo materialized as OpenLineage events (no daemon runs the sensor here)."""
+    if settings.openlineage_transport == "none":
+        console.print("OpenLineage: off (MLP_OPENLINEAGE_TRANSPORT=none)")
+        return
+    from ml_platform.lineage.openlineage.config import OpenLineageConfig
+    from ml_platform.lineage.openlineage.export import export_openlineage
+    from ml_platform.openlineage_cli import asset_partitions
+
+    config = OpenLineageConfig.from_settings(settings)
+    try:
+        summary = export_openlineage(instance, config, partitions=asset_partitions(settings))
+    except Exception as exc:  # a transport or validation failure: say which, no traceback
+        console.print(f"[red]OpenLineage export failed[/]: {type(exc).__name__}: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    console.print(
+        f"OpenLineage: {summary.events} run events of {summary.materializations} materializations and"
+        f" {summary.failures} failures, each validated, to {summary.target}"
+        " (`mlp openlineage validate <file>` checks a file again)",
+        soft_wrap=True,
     )
 
 

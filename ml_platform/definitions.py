@@ -23,6 +23,7 @@ from ml_platform.defs.monitoring.assets import (
 from ml_platform.defs.monitoring.performance import NAME as LIVE_PERFORMANCE
 from ml_platform.defs.monitoring.performance import build_performance_assets
 from ml_platform.defs.monitoring.sensors import Clock, build_retrain_sensor, utc_now
+from ml_platform.defs.openlineage import build_openlineage_sensor
 from ml_platform.defs.predictions.assets import NAME as PREDICTIONS
 from ml_platform.defs.predictions.assets import build_prediction_assets
 from ml_platform.defs.publish import BuildInfo
@@ -195,6 +196,7 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
             build_retrain_sensor(build, MODEL_JOB, clock),
             deploy_sensor,
             *_storage_sensors(settings),
+            build_openlineage_sensor(settings),
         ],
         resources={
             "versioned_store": _versioned_store(settings),

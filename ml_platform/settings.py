@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -255,6 +255,33 @@ class PlatformSettings(BaseSettings):
         description="How long the deployment asset waits for a running supervisor to apply the change.",
     )
 
+    # --- OpenLineage ----------------------------------------------------------------------------
+    openlineage_transport: Literal["file", "http", "none"] = Field(
+        "file",
+        description="Where the OpenLineage run events of materializations go: file (JSON lines under"
+        " <storage>/openlineage/events.jsonl), http (POST to MLP_OPENLINEAGE_URL, e.g. Marquez) or none.",
+    )
+    openlineage_url: str | None = Field(
+        None, description="Base URL of an OpenLineage HTTP endpoint (http transport): http://marquez:5000."
+    )
+    openlineage_endpoint: str = Field(
+        "api/v1/lineage", description="Path of the lineage endpoint under MLP_OPENLINEAGE_URL (Marquez's)."
+    )
+    openlineage_api_key: SecretStr | None = Field(
+        None, description="API key sent as `Authorization: Bearer <key>` (http transport). A secret."
+    )
+    openlineage_namespace: str = Field(
+        "ml_platform", min_length=1, description="OpenLineage job namespace of the exported events."
+    )
+    openlineage_timeout_s: float = Field(
+        5.0, gt=0, description="Timeout of one HTTP request of the http transport, in seconds."
+    )
+    openlineage_dir: Path = Field(
+        Path("openlineage"),
+        description="Folder of the OpenLineage export's cursor, lock and (file transport) events.jsonl;"
+        " relative to the storage root.",
+    )
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> PlatformSettings:
         root = self.root_dir.expanduser().resolve()
@@ -288,6 +315,15 @@ class PlatformSettings(BaseSettings):
             raise ValueError(
                 f"MLP_PARTITION_END ({self.partition_end}) must be after MLP_PARTITION_START"
                 f" ({self.partition_start})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _openlineage_transport_has_a_url(self) -> PlatformSettings:
+        if self.openlineage_transport == "http" and not self.openlineage_url:
+            raise ValueError(
+                "MLP_OPENLINEAGE_TRANSPORT=http needs MLP_OPENLINEAGE_URL (the OpenLineage endpoint's base"
+                " URL, e.g. http://marquez:5000)"
             )
         return self
 
@@ -330,6 +366,11 @@ class PlatformSettings(BaseSettings):
     def monitoring_events_table(self) -> Path:
         """The append-only Delta table of the retrain sensor's decisions and alerts."""
         return self.storage_root / "monitoring" / "events"
+
+    @property
+    def openlineage_state_dir(self) -> Path:
+        """The OpenLineage export's cursor, lock and (file transport) events.jsonl."""
+        return self.storage_root / self.openlineage_dir
 
     @property
     def audit_table(self) -> Path:

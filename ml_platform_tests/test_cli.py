@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,12 +99,28 @@ def test_demo_trains_evaluates_and_promotes_model_weeks_and_prints_the_champion_
     first, context, delta_version, data_version = lineage["datasets"][0]
     assert context == "training" and int(delta_version) >= 0 and len(data_version) == 64
     assert first.startswith("flight_features[2013-01-")
+    # ... and the OpenLineage run events of everything it materialized, each valid
+    from ml_platform.lineage.openlineage.validate import validate_lines
+
+    events_file = tmp_path / "storage" / "openlineage" / "events.jsonl"
+    said = re.search(r"OpenLineage: (\d+) run events of (\d+) materializations", out.stdout)
+    assert said and int(said[1]) == 2 * int(said[2]) > 0, out.stdout
+    checked = list(validate_lines(events_file))
+    assert len(checked) == int(said[1]) and not [p for _, _, p in checked if p]
+    models = [
+        e for _, e, _ in checked if e and e["job"]["name"] == "delay_model" and e["eventType"] == "COMPLETE"
+    ]
+    assert {e["run"]["facets"]["mlp_model"]["version"] for e in models} == {"1", "2"}
 
     again = _mlp(
         "demo", "--start", "2013-01-01", "--end", "2013-02-03", "--replay-days", "0", root=tmp_path, **small
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert "2 up to date, 0 to train" in again.stdout
+    # the cursor: nothing is exported twice
+    said_again = re.search(r"OpenLineage: (\d+) run events", again.stdout)
+    assert said_again, again.stdout
+    assert len(events_file.read_text().splitlines()) == int(said[1]) + int(said_again[1])
 
     audit = _mlp("audit", root=tmp_path, **small)
     assert audit.returncode == 0 and "hash chain verified" in audit.stdout, audit.stdout + audit.stderr

@@ -58,11 +58,23 @@ def test_every_job_resolves_and_every_asset_is_described(make_settings):
         assert all_specs[name].automation_condition is not None, name
     assert all_specs["delay_model"].freshness_policy is not None
     sensors = {s.name: s for s in defs.get_repository_def().sensor_defs}
-    assert set(sensors) == {AUTOMATION_SENSOR, "retrain_sensor", "deploy_champion_sensor"}
+    assert set(sensors) == {
+        AUTOMATION_SENSOR,
+        "retrain_sensor",
+        "deploy_champion_sensor",
+        "openlineage_sensor",
+    }
     assert sensors["retrain_sensor"].job_name == MODEL_JOB
     assert sensors["deploy_champion_sensor"].job_name == "deploy_job"
-    # the demo replays the sensors; the daemon starts them only in production
-    assert all(s.default_status == dg.DefaultSensorStatus.STOPPED for s in sensors.values())
+    # the demo replays the sensors that launch runs; the daemon starts them only in production
+    assert all(
+        s.default_status == dg.DefaultSensorStatus.STOPPED
+        for n, s in sensors.items()
+        if n != "openlineage_sensor"
+    )
+    # the OpenLineage export launches nothing and only reads the instance: it runs wherever a daemon does
+    assert sensors["openlineage_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
+    assert not sensors["openlineage_sensor"].targets
     for name in MODEL_ASSETS:
         spec = all_specs[name]
         assert isinstance(spec.partitions_def, dg.WeeklyPartitionsDefinition), name
