@@ -72,6 +72,7 @@ def test_replay_rejects_a_bad_injected_shift(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.live  # the demo serves the champion's Bento (bentoml serve) before its lineage
 def test_demo_trains_evaluates_and_promotes_model_weeks_and_prints_the_champion_lineage(tmp_path):
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     small = {

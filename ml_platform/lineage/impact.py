@@ -28,7 +28,6 @@ import dagster as dg
 from ml_platform.lib import metadata as keys
 from ml_platform.lineage import records as rec
 from ml_platform.lineage.model import (
-    DeploymentMaterializationRef,
     ImpactedBento,
     ImpactedDeployment,
     ImpactedEvaluation,
@@ -38,7 +37,7 @@ from ml_platform.lineage.model import (
     LineageError,
 )
 from ml_platform.lineage.sources import LineageSources, deployment_events, desired_roles, read_desired
-from ml_platform.lineage.trace import DELAY_BENTO, DELAY_MODEL, DEPLOYMENT, EVALUATION, FEATURES
+from ml_platform.lineage.trace import DELAY_BENTO, DELAY_MODEL, EVALUATION, FEATURES, deployments_of
 
 if TYPE_CHECKING:
     from ml_platform.settings import PlatformSettings
@@ -287,31 +286,10 @@ def _models(src: LineageSources, models: list[tuple[dg.EventLogRecord, list[str]
 def _deployments(
     instance: dg.DagsterInstance, src: LineageSources, bentos: list[tuple[dg.EventLogRecord, Any]]
 ) -> ImpactedDeployment:
-    from ml_platform.defs.serving import deployment as d
-
     tags = {b.tag for _, b in bentos if b.tag}
-    built = {(r.asset_materialization.partition, r.run_id) for r, _ in bentos}  # type: ignore[union-attr]
     state, _ = read_desired(src.desired_path)
     events, _, _ = deployment_events(src.deployment_log_table, tags) if tags else ([], None, None)
-    refs = []
-    if bentos:
-        after = min(r.storage_id for r, _ in bentos)
-        for record in rec.fetch(instance, DEPLOYMENT, after_storage_id=after):
-            for entry in rec.upstream_entries(record) or []:
-                if (
-                    entry.get("asset") == DELAY_BENTO
-                    and (entry.get("partition"), entry.get("run_id")) in built
-                ):
-                    generation = rec.value(record, d.GENERATION)
-                    refs.append(
-                        DeploymentMaterializationRef(
-                            materialization=rec.materialization(record),
-                            bento_tag=None if entry.get("bento_tag") is None else str(entry["bento_tag"]),
-                            role=None if entry.get("role") is None else str(entry["role"]),
-                            generation=None if generation is None else int(generation),
-                            applied=rec.text(record, d.APPLIED),
-                        )
-                    )
+    refs = deployments_of(instance, [r for r, _ in bentos])
     return ImpactedDeployment(
         desired_path=str(src.desired_path),
         roles=desired_roles(state, tags),

@@ -931,31 +931,12 @@ class _Tracer:
     # --------------------------------------------------------------------------- deployment
 
     def _deployment(self, chain: LineageChain, tags: set[str], builds: Sequence[dg.EventLogRecord]) -> None:
-        from ml_platform.defs.serving import deployment as d
-
         state, error = read_desired(self.src.desired_path)
         if error is not None:
             chain.note(Missing("deployment", str(self.src.desired_path), error))
         events, verified, log_error = deployment_events(self.src.deployment_log_table, tags)
         built = {(r.asset_materialization.partition, r.run_id) for r in builds}  # type: ignore[union-attr]
-        materializations = []
-        after = min((r.storage_id for r in builds), default=None)
-        for record in rec.fetch(self.instance, DEPLOYMENT, after_storage_id=after) if builds else []:
-            for entry in rec.upstream_entries(record) or []:
-                if (
-                    entry.get("asset") == DELAY_BENTO
-                    and (entry.get("partition"), entry.get("run_id")) in built
-                ):
-                    generation = rec.value(record, d.GENERATION)
-                    materializations.append(
-                        DeploymentMaterializationRef(
-                            materialization=rec.materialization(record),
-                            bento_tag=None if entry.get("bento_tag") is None else str(entry["bento_tag"]),
-                            role=None if entry.get("role") is None else str(entry["role"]),
-                            generation=None if generation is None else int(generation),
-                            applied=rec.text(record, d.APPLIED),
-                        )
-                    )
+        materializations = deployments_of(self.instance, builds)
         roles = desired_roles(state, tags)
         for role in roles:
             if (
@@ -992,6 +973,32 @@ class _Tracer:
             log_error=log_error,
             materializations=materializations,
         )
+
+
+def deployments_of(
+    instance: dg.DagsterInstance, builds: Sequence[dg.EventLogRecord]
+) -> list[DeploymentMaterializationRef]:
+    """The ``deployment`` materializations whose ``lineage/upstream`` names one of these Bento builds."""
+    from ml_platform.defs.serving import deployment as d
+
+    if not builds:
+        return []
+    built = {(r.asset_materialization.partition, r.run_id) for r in builds}  # type: ignore[union-attr]
+    out = []
+    for record in rec.fetch(instance, DEPLOYMENT, after_storage_id=min(r.storage_id for r in builds)):
+        for entry in rec.upstream_entries(record) or []:
+            if entry.get("asset") == DELAY_BENTO and (entry.get("partition"), entry.get("run_id")) in built:
+                generation = rec.value(record, d.GENERATION)
+                out.append(
+                    DeploymentMaterializationRef(
+                        materialization=rec.materialization(record),
+                        bento_tag=None if entry.get("bento_tag") is None else str(entry["bento_tag"]),
+                        role=None if entry.get("role") is None else str(entry["role"]),
+                        generation=None if generation is None else int(generation),
+                        applied=rec.text(record, d.APPLIED),
+                    )
+                )
+    return out
 
 
 def _ms(value: int | None) -> str | None:
