@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -33,6 +31,7 @@ from typing import Any, Final, Literal
 
 from ml_platform.lib.deploy.rollback import CanaryThresholds
 from ml_platform.lib.deploy.router import Mode, RoutingPolicy
+from ml_platform.lib.files import write_atomic
 
 Strategy = Literal["blue_green", "canary", "shadow"]
 STRATEGIES: Final = ("blue_green", "canary", "shadow")
@@ -324,11 +323,6 @@ class DesiredStateStore:
     def _write(self, state: DesiredState) -> None:
         text = json.dumps(state.to_json(), indent=2, sort_keys=True, allow_nan=False) + "\n"
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".desired-", dir=self.path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            write_atomic(self.path, text)
         except OSError as exc:
             raise DesiredStateError(f"cannot write {self.path}: {exc}") from exc

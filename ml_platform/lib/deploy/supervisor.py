@@ -38,7 +38,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +57,7 @@ from ml_platform.lib.deploy.events import Action, DeploymentEvent, DeploymentLog
 from ml_platform.lib.deploy.process import LOOPBACK, ServedProcess, ServedProcessError
 from ml_platform.lib.deploy.rollback import ROLLBACK_ACTOR, CanaryGuard, CanaryThresholds, Rollback
 from ml_platform.lib.deploy.router import Router, RouterServer, RoutingPolicy, Upstream
+from ml_platform.lib.files import write_atomic
 
 logger = logging.getLogger("ml_platform.deploy.supervisor")
 PROMOTE_ACTOR: Final = "policy:canary-promote"
@@ -517,12 +517,7 @@ class Supervisor:
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` to ``path`` whole (temporary file, then rename): a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_status(path: Path) -> dict[str, Any] | None:

@@ -40,8 +40,6 @@ evaluation`` for metrics where lower is better (RMSE, Brier), the opposite sign 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -49,6 +47,8 @@ from pathlib import Path
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ml_platform.lib.files import write_atomic
 
 # --- drift and model metrics (batch side: the textfile) -------------------------------------------
 FEATURE_DRIFT_SCORE: Final = "mlp_feature_drift_score"
@@ -255,18 +255,7 @@ def write_textfile(path: Path, text: str) -> None:
     The textfile collector never reads a half-written file (it only reads ``*.prom``; the temp file
     is named ``.<name>.*.tmp``).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, mode=0o644)
 
 
 def champion_exposition(

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from ml_platform.lib.files import write_atomic
 
 FORMAT = 1
 
@@ -56,17 +56,7 @@ def write_cursor(path: Path, target: str, after_storage_id: int, events: int) ->
     data["format"] = FORMAT
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, text)
     except OSError as exc:
         raise CursorError(f"cannot write the OpenLineage cursor {path}: {exc}") from exc
 
