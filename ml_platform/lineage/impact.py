@@ -162,8 +162,6 @@ def impact(
     bentos: list[tuple[dg.EventLogRecord, ImpactedBento]] = []
     first = min([r.storage_id for r, _ in models] + [r.storage_id for r, _ in evaluations], default=None)
     if first is not None:
-        from ml_platform.defs.serving.bento import BENTO_TAG
-
         for record in rec.fetch(instance, DELAY_BENTO, after_storage_id=first):
             via, read = [], []
             for entry in rec.upstream_entries(record) or []:
@@ -181,7 +179,7 @@ def impact(
                         record,
                         ImpactedBento(
                             id=mat.id,
-                            tag=rec.text(record, BENTO_TAG),
+                            tag=rec.text(record, keys.BENTO_TAG),
                             model_name=rec.text(record, keys.MLFLOW_MODEL_NAME),
                             model_version=rec.text(record, keys.MLFLOW_MODEL_VERSION),
                             materialization=mat,

@@ -322,9 +322,7 @@ class _Tracer:
 
     @staticmethod
     def _tag(record: dg.EventLogRecord) -> str | None:
-        from ml_platform.defs.serving.bento import BENTO_TAG
-
-        return rec.text(record, BENTO_TAG)
+        return rec.text(record, keys.BENTO_TAG)
 
     def _all_bentos(self) -> list[dg.EventLogRecord]:
         """Every ``delay_bento`` materialization (weekly: a few per week), fetched once per trace."""
@@ -367,7 +365,7 @@ class _Tracer:
                 return
             build = chosen[0]
         else:
-            fresh = [r for r in builds if not rec.value(r, "bento/reused")]
+            fresh = [r for r in builds if not rec.value(r, keys.BENTO_REUSED)]
             build = (fresh or builds)[0]  # the build that made the tag; rebuilds are listed
         others = [rec.materialization(r).id for r in builds if r.storage_id != build.storage_id]
         chain.bentos = [self._bento_hop(build, others)]

@@ -27,6 +27,17 @@ from ml_platform.defs.k8s import DELAY_MODEL, k8s_tags
 from ml_platform.defs.publish import latest_materializations
 from ml_platform.defs.registry.assets import NAME as PROMOTION
 from ml_platform.lib import metadata as keys
+from ml_platform.lib.metadata import (  # the bento/* keys, re-exported for the callers of this module
+    BENTO_BUILD_SECONDS,
+    BENTO_BUILT_AT,
+    BENTO_HOME,
+    BENTO_LABELS,
+    BENTO_MODEL_TAG,
+    BENTO_PATH,
+    BENTO_REUSED,
+    BENTO_SOURCE_FILES,
+    BENTO_TAG,
+)
 from ml_platform.lib.versioning import code_version_of_names
 from ml_platform.resources import MlflowResource
 
@@ -41,15 +52,6 @@ MODULES: Final = (
 #: Decisions of model_promotion that leave a version servable (champion, or challenger awaiting approval).
 SERVABLE_DECISIONS: Final = frozenset({"promote", "await_approval"})
 
-BENTO_TAG: Final = "bento/tag"
-BENTO_PATH: Final = "bento/path"
-BENTO_MODEL_TAG: Final = "bento/model_tag"
-BENTO_LABELS: Final = "bento/labels"
-BENTO_REUSED: Final = "bento/reused"
-BENTO_BUILT_AT: Final = "bento/built_at"
-BENTO_BUILD_SECONDS: Final = "bento/build_seconds"
-BENTO_HOME: Final = "bento/bentoml_home"
-BENTO_SOURCE_FILES: Final = "bento/source_files"
 LOCK_SHA256: Final = "python/lock_sha256"
 LOCK_PINS: Final = "python/lock_pins"
 LOCK_TORCH: Final = "python/torch"

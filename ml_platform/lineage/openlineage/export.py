@@ -56,8 +56,6 @@ if TYPE_CHECKING:
 
     from ml_platform.settings import PlatformSettings
 
-BENTO_TAG = "bento/tag"
-BENTO_PATH = "bento/path"
 RUN_CHUNK = 100
 _RUN_EVENT_TYPES = {
     DagsterEventType.STEP_START,
@@ -521,8 +519,8 @@ def output_ref(asset: str, meta: Mapping[str, Any], storage_id: int, config: Ope
     ) and keys.MLFLOW_MODEL_VERSION in meta:
         name = str(meta.get(keys.MLFLOW_MODEL_NAME) or config.model_name)
         return DatasetRef(config.model_namespace, name, str(meta[keys.MLFLOW_MODEL_VERSION]))
-    if BENTO_TAG in meta and BENTO_PATH in meta:
-        bento, _, version = str(meta[BENTO_TAG]).partition(":")
+    if keys.BENTO_TAG in meta and keys.BENTO_PATH in meta:
+        bento, _, version = str(meta[keys.BENTO_TAG]).partition(":")
         return DatasetRef("bentoml", bento, version or None)
     return DatasetRef(config.asset_namespace, asset, str(storage_id))
 
