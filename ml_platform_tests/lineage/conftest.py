@@ -27,6 +27,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
 from ml_platform.definitions import DATA_JOB, MODEL_JOB, MONITORING_JOB, build_definitions
 from ml_platform.demo import days
@@ -199,3 +200,18 @@ def lineage_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineageW
         )
         _layers(data, instance, [["flight_features"]], partition_key="2013-01-11")
         yield LineageWorld(root, settings, instance, version, tag, "req-collected", "req-pending")
+
+
+@pytest.fixture
+def runner(lineage_world: LineageWorld, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """A CLI runner whose ``mlp`` commands read the world's settings and instance (the ``ENV`` above)."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("MLP_"):
+            monkeypatch.delenv(name)
+    for name, value in {**ENV, "MLP_ROOT_DIR": str(lineage_world.root)}.items():
+        monkeypatch.setenv(name, value)
+    # open_instance exports DAGSTER_HOME; the monkeypatch puts the caller's back afterwards
+    monkeypatch.setenv("DAGSTER_HOME", str(lineage_world.root / ".dagster"))
+    return CliRunner()

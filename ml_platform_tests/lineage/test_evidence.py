@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from ml_platform.cli import app
 from ml_platform.lib import metadata as keys
@@ -28,7 +27,7 @@ from ml_platform.lineage.evidence import (
     write_evidence,
 )
 from ml_platform_tests.conftest import latest
-from ml_platform_tests.lineage.conftest import ENV, MODEL, SHIFTED_DAY, WEEK, LineageWorld
+from ml_platform_tests.lineage.conftest import MODEL, SHIFTED_DAY, WEEK, LineageWorld
 
 pytestmark = pytest.mark.slow
 
@@ -332,19 +331,6 @@ def test_every_text_is_escaped_and_an_incomplete_chain_is_shown_first(written):
 
 
 # ---------------------------------------------------------------------------------------- CLI
-
-
-@pytest.fixture
-def runner(lineage_world: LineageWorld, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("MLP_"):
-            monkeypatch.delenv(name)
-    for name, value in {**ENV, "MLP_ROOT_DIR": str(lineage_world.root)}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("DAGSTER_HOME", str(lineage_world.root / ".dagster"))
-    return CliRunner()
 
 
 def _paths(output: str) -> dict[str, Path]:

@@ -5,26 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from ml_platform.cli import app
-from ml_platform_tests.lineage.conftest import ENV, LineageWorld
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def runner(lineage_world: LineageWorld, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("MLP_"):
-            monkeypatch.delenv(name)
-    for name, value in {**ENV, "MLP_ROOT_DIR": str(lineage_world.root)}.items():
-        monkeypatch.setenv(name, value)
-    # open_instance exports DAGSTER_HOME; the monkeypatch puts the caller's back afterwards
-    monkeypatch.setenv("DAGSTER_HOME", str(lineage_world.root / ".dagster"))
-    return CliRunner()
 
 
 def test_mlp_lineage_prints_the_chain_and_writes_the_same_json(lineage_world, runner, tmp_path):

@@ -12,13 +12,12 @@ import json
 import os
 
 import pytest
-from typer.testing import CliRunner
 
 from ml_platform.cli import app
 from ml_platform.lib import metadata as keys
 from ml_platform.lineage import records as rec
 from ml_platform.lineage.reproduce import MetricDiff, ReproduceError, ReproduceReport, reproduce
-from ml_platform_tests.lineage.conftest import ENV, SHIFTED_DAY, LineageWorld
+from ml_platform_tests.lineage.conftest import SHIFTED_DAY, LineageWorld
 
 pytestmark = pytest.mark.slow
 
@@ -116,14 +115,7 @@ def test_unknown_versions_and_aliases_are_clear_errors(lineage_world, tmp_path):
         reproduce(lineage_world.instance, lineage_world.settings, "nosuch", out_dir=tmp_path)
 
 
-def test_mlp_reproduce_prints_the_comparison_and_exits_by_the_tolerance(lineage_world, monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("MLP_"):
-            monkeypatch.delenv(name)
-    for name, value in {**ENV, "MLP_ROOT_DIR": str(lineage_world.root)}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("DAGSTER_HOME", str(lineage_world.root / ".dagster"))
-    runner = CliRunner()
+def test_mlp_reproduce_prints_the_comparison_and_exits_by_the_tolerance(lineage_world, runner, tmp_path):
     result = runner.invoke(
         app, ["reproduce", f"v{lineage_world.version}", "--out", str(tmp_path), "--json", "-"]
     )
