@@ -94,13 +94,23 @@ class ModelRegistry:
     def alias_version(self, alias: str) -> str | None:
         """The version ``alias`` points to; None when the alias is unset.
 
+        None too when the registered model does not exist yet: a fresh instance, before its first
+        training run registers a version, has no champion (the cold start the retrain sensor, the
+        drift report and the batch predictions handle), not a broken registry.
+
         Raises:
-            MlflowException: when the registered model does not exist, or the registry fails.
+            MlflowException: when the registry fails (anything but "the model does not exist").
         """
         # The registered model lists its aliases: an unset alias is simply absent, so no "not found"
         # error has to be told apart from other failures (the sqlalchemy store reports a missing
-        # alias as INVALID_PARAMETER_VALUE, the same code as an invalid alias name).
-        aliases = self.client.get_registered_model(self.model_name).aliases
+        # alias as INVALID_PARAMETER_VALUE, the same code as an invalid alias name). Only the
+        # model's own absence is told apart, by its RESOURCE_DOES_NOT_EXIST code.
+        try:
+            aliases = self.client.get_registered_model(self.model_name).aliases
+        except MlflowException as exc:
+            if _is_not_found(exc):
+                return None
+            raise
         version = aliases.get(alias)
         return None if version is None else str(version)
 

@@ -118,13 +118,36 @@ def test_decide_promotes_automatically_or_awaits_approval() -> None:
 # ------------------------------------------------------------------------------ aliases and evidence
 
 
-def test_aliases_start_unset_and_a_missing_model_is_an_error(
+def test_aliases_start_unset_and_a_model_not_registered_yet_has_no_champion(
     registry: ModelRegistry, client: mlflow.MlflowClient
 ) -> None:
+    """The cold start: before the first training run registers the model, there is no champion."""
     assert registry.champion() is None and registry.challenger() is None
     ghost = ModelRegistry(client, "no-such-model", registry.audit)
+    assert ghost.champion() is None and ghost.challenger() is None
+    # the model does not exist: nothing to promote, the registry's own error says so
     with pytest.raises(MlflowException, match="no-such-model"):
-        ghost.champion()
+        ghost.apply("1", Decision("promote", "test"), actor="test", evidence={})
+
+
+def test_a_failing_registry_is_an_error_not_no_champion(
+    registry: ModelRegistry, client: mlflow.MlflowClient, tmp_path: Path
+) -> None:
+    """Only "the model does not exist" means no champion; a registry that cannot answer raises."""
+    import shutil
+    import sqlite3
+
+    # a copy of the registry that holds the model but lost its aliases table
+    copy = tmp_path / "mlflow.db"
+    shutil.copy(client.tracking_uri.removeprefix("sqlite:///"), copy)
+    with sqlite3.connect(copy) as db:
+        db.execute("DROP TABLE registered_model_aliases")
+    uri = f"sqlite:///{copy}"
+    damaged = ModelRegistry(
+        mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri), registry.model_name, registry.audit
+    )
+    with pytest.raises(Exception, match="registered_model_aliases"):
+        damaged.champion()
 
 
 def test_mark_challenger_moves_the_alias_and_records_it(registry: ModelRegistry) -> None:
