@@ -11,8 +11,17 @@ polars column already has one type, so :func:`profile_frame` hands whylogs its t
 about 20x faster (``benchmarks/profile_drift.py``).
 
 Profiles are stored as whylogs' own protobuf bytes (:func:`serialize`), so any whylogs tool reads
-them. A daily sketch holds the day's values exactly (a day has fewer rows than the KLL sketch's k),
-so profiling the same rows gives the same bytes; merged windows are approximate, as KLL is.
+them. The bytes are a function of the rows: a daily sketch holds the day's values exactly (a day
+has fewer rows than the KLL sketch's k), the timestamps are the day's midnight, and every protobuf
+message is written in deterministic form (whylogs writes its maps, the column offsets and metric
+indices, in whatever order the protobuf runtime iterates them, which differs from process to
+process). The stored profile's content hash is the profiles asset's data version, so profiling the
+same rows again must give the same bytes.
+
+:func:`merge` is deterministic too: KLL's merge compacts with random coin flips (datasketches seeds
+them from the clock), so a window merged twice would give two references and two drift scores.
+The merged quantile sketch is rebuilt from the daily sketches' exact values instead (exact up to
+:data:`MERGED_KLL_MAX_K` values; evenly spaced order statistics beyond).
 """
 
 from __future__ import annotations
@@ -33,6 +42,9 @@ KLL_K: Final = 1024
 FREQUENT_ITEMS_LG_MAX_K: Final = 11
 #: The derived categorical column holding the route (origin-dest) of a flight.
 ROUTE: Final = "route"
+#: The largest KLL k (datasketches stores it in 16 bits): a merged window of up to this many values
+#: per column is held exactly.
+MERGED_KLL_MAX_K: Final = 65535
 
 
 class ProfileError(ValueError):
@@ -150,9 +162,87 @@ def profile_frame(frame: pl.DataFrame, day: date, columns: Mapping[str, Kind] | 
 
 
 def serialize(view: Any) -> bytes:
-    """The profile as whylogs protobuf bytes."""
+    """The profile as whylogs protobuf bytes, the same bytes for the same profile in any process.
+
+    whylogs writes the file as a magic header, a length-delimited segment header, a
+    length-delimited dataset header (with maps: column offsets, metric indices) and one
+    length-delimited chunk header plus chunk (a map of metric components) per column, serializing
+    maps in the runtime's iteration order. Each message is written again here in protobuf's
+    deterministic form: same sizes, so every recorded offset stays valid, and whylogs reads it as
+    its own.
+
+    Raises:
+        ProfileError: when whylogs' output is not in that layout (another whylogs version).
+    """
     data: bytes = view.serialize()
-    return data
+    return _deterministic(data)
+
+
+def _deterministic(data: bytes) -> bytes:
+    from whylogs.core.proto import ChunkHeader, ChunkMessage, DatasetProfileHeader, DatasetSegmentHeader
+    from whylogs.core.view.dataset_profile_view import WHYLOGS_MAGIC_HEADER_BYTES
+
+    magic = WHYLOGS_MAGIC_HEADER_BYTES
+    if not data.startswith(magic):
+        raise ProfileError(f"whylogs wrote no {magic!r} header; cannot make the profile deterministic")
+    out = bytearray(magic)
+    at = len(magic)
+
+    def message(kind: Any, size: int | None = None) -> Any:
+        nonlocal at
+        delimited = size is None
+        if delimited:
+            size, at = _read_varint(data, at)
+        assert size is not None
+        if at + size > len(data):
+            raise ProfileError(f"whylogs profile truncated: {kind.__name__} of {size} bytes at byte {at}")
+        parsed = kind()
+        parsed.ParseFromString(data[at : at + size])
+        again = parsed.SerializeToString(deterministic=True)
+        if len(again) != size:  # offsets would move: not the layout this function knows
+            raise ProfileError(
+                f"{kind.__name__} at byte {at} re-serializes to {len(again)} bytes, not {size}"
+            )
+        if delimited:
+            out.extend(_varint(size))
+        out.extend(again)
+        at += size
+        return parsed
+
+    message(DatasetSegmentHeader)
+    header = message(DatasetProfileHeader)
+    body = at
+    while at < len(data):
+        chunk = message(ChunkHeader)
+        message(ChunkMessage, chunk.length)
+    if at - body != header.length:
+        raise ProfileError(f"whylogs profile body is {at - body} bytes, its header says {header.length}")
+    return bytes(out)
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if at >= len(data):
+            raise ProfileError(f"whylogs profile truncated in a length prefix at byte {at}")
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
 
 
 def deserialize(data: bytes, where: str = "profile") -> Any:
@@ -166,7 +256,12 @@ def deserialize(data: bytes, where: str = "profile") -> Any:
 
 
 def merge(views: Sequence[Any]) -> Any:
-    """The merge of ``views`` (a window's profile), without reading any rows.
+    """The merge of ``views`` (a window's profile), without reading any rows; deterministic.
+
+    Counts, moments and frequent items merge exactly (whylogs). The KLL quantile sketch of each
+    numeric column is not taken from whylogs' merge, whose compaction flips random coins: it is
+    rebuilt from the inputs' values (:func:`_merged_kll`), so the same views give the same
+    reference, and the same drift scores, in every run.
 
     Raises:
         ProfileError: for an empty sequence.
@@ -176,7 +271,74 @@ def merge(views: Sequence[Any]) -> Any:
     merged = views[0]
     for view in views[1:]:
         merged = merged.merge(view)
+    if len(views) == 1:
+        return merged
+    from whylogs.core.metrics.metric_components import FractionalComponent, KllComponent
+    from whylogs.core.metrics.metrics import DistributionMetric
+
+    for name, column in merged.get_columns().items():
+        metric = column.get_metric("distribution")
+        if metric is None:
+            continue
+        sketches = [m.kll.value for v in views if (m := _distribution(v, name)) is not None]
+        sketch = _merged_kll(sketches, f"column {name!r}")
+        n, kept = int(metric.kll.value.get_n()), int(sketch.get_n())
+        # the sample variance is m2 / (n - 1) with n the sketch's count: keep it exact when the
+        # sketch holds fewer (evenly spaced) values than the window had
+        m2 = metric.m2.value if kept == n or kept <= 1 else metric.m2.value * (kept - 1) / (n - 1)
+        column._metrics["distribution"] = DistributionMetric(
+            kll=KllComponent(sketch), mean=FractionalComponent(metric.mean.value), m2=FractionalComponent(m2)
+        )
     return merged
+
+
+def _distribution(view: Any, column: str) -> Any:
+    col = view.get_column(column)
+    return None if col is None else col.get_metric("distribution")
+
+
+def _merged_kll(sketches: Sequence[Any], where: str) -> Any:
+    """One KLL sketch of the values of ``sketches``, built without random compaction.
+
+    An exact sketch (fewer values than its k, as a day is) gives its values; one in estimation
+    mode gives its retained quantiles, each weighing its share of the count (copies are queried:
+    a query sorts a sketch's buffer in place, which would change an input's bytes). Up to
+    :data:`MERGED_KLL_MAX_K` values (all of weight one) go in as they are, and the sketch is exact;
+    beyond, the evenly spaced weighted order statistics of them do.
+    """
+    import whylogs_sketching as ds
+
+    values, weights = [], []
+    for given in sketches:
+        sketch = ds.kll_doubles_sketch(given)  # a query sorts a sketch in place: leave the input's bytes
+        n = int(sketch.get_n())
+        if n == 0:
+            continue
+        if sketch.is_estimation_mode():
+            retained = int(sketch.get_num_retained())
+            values.append(
+                np.asarray(sketch.get_quantiles((np.arange(retained) + 0.5) / retained), dtype=float)
+            )
+            weights.append(np.full(retained, n / retained))
+        else:
+            # mid-rank levels: rank i is floor(level * n) without rounding down to i - 1
+            values.append(np.asarray(sketch.get_quantiles((np.arange(n) + 0.5) / n), dtype=float))
+            weights.append(np.ones(n))
+    if not values:
+        return ds.kll_doubles_sketch(KLL_K)
+    flat, weight = np.concatenate(values), np.concatenate(weights)
+    order = np.argsort(flat, kind="stable")
+    flat, weight = flat[order], weight[order]
+    if flat.size > MERGED_KLL_MAX_K or not np.all(weight == 1.0):
+        cumulative = np.cumsum(weight)
+        size = min(MERGED_KLL_MAX_K, flat.size)
+        ranks = (np.arange(size) + 0.5) / size * cumulative[-1]
+        flat = flat[np.minimum(np.searchsorted(cumulative, ranks, side="left"), flat.size - 1)]
+    sketch = ds.kll_doubles_sketch(max(KLL_K, int(flat.size)))
+    sketch.update(flat)
+    if sketch.is_estimation_mode():
+        raise ProfileError(f"{where}: the merged quantile sketch of {flat.size} values is not exact")
+    return sketch
 
 
 def column_names(view: Any) -> list[str]:

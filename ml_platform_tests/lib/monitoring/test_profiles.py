@@ -311,3 +311,76 @@ def test_category_counts_exact_for_a_large_vocabulary() -> None:
 def test_category_counts_exact_for_800_categories() -> None:
     """800 distinct categories (far more than the routes of a day) are counted exactly."""
     _assert_exact_categories(800)
+
+
+_PROFILE_DIGEST = """
+import hashlib, sys
+sys.path.insert(0, {tests!r})
+from test_profiles import DAY, _frame
+from ml_platform.lib.monitoring.profiles import profile_frame, serialize
+print(hashlib.sha256(serialize(profile_frame(_frame(), DAY))).hexdigest())
+"""
+
+
+def test_the_bytes_are_the_same_in_every_process() -> None:
+    """The stored bytes are the profile asset's data version: no process may write other ones.
+
+    whylogs writes its maps (column offsets, metric indices, a chunk's components) in the protobuf
+    runtime's iteration order, which changed from process to process: the same day got another
+    data version in every run.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = _PROFILE_DIGEST.format(tests=str(Path(__file__).parent))
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert len(digests) == 1, digests
+
+
+def test_merge_is_deterministic_and_exact_beyond_kll_k(halves: tuple[pl.DataFrame, Any, Any, Any]) -> None:
+    """KLL's own merge flips random coins: two merges of the same days gave two references.
+
+    The merged sketch is rebuilt from the days' exact values: the same in every merge, and exact.
+    """
+    whole, first, second, _ = halves
+    one, two = merge([first, second]), merge([first, second])
+    for column in ("dep_delay", "distance", "is_weekend"):
+        assert not kll(one, column).is_estimation_mode()
+        np.testing.assert_array_equal(
+            kll(one, column).get_quantiles(LEVELS), kll(two, column).get_quantiles(LEVELS)
+        )
+        np.testing.assert_array_equal(
+            kll(one, column).get_quantiles(LEVELS), _numpy_quantiles(_values(whole, column))
+        )
+        assert moments(one, column) == moments(two, column)
+
+
+def test_merge_beyond_the_largest_sketch_is_deterministic_with_exact_moments() -> None:
+    """More values than a KLL sketch can hold exactly: evenly spaced order statistics, moments kept."""
+    from ml_platform.lib.monitoring.profiles import MERGED_KLL_MAX_K
+
+    rng = np.random.default_rng(5)
+    days = [pl.DataFrame({"x": rng.normal(10.0, 3.0, 1000)}) for _ in range(70)]
+    views = [profile_frame(d, DAY) for d in days]
+    one, two = merge(views), merge(views)
+    values = np.sort(pl.concat(days)["x"].to_numpy())
+    assert len(values) > MERGED_KLL_MAX_K
+    sketch = kll(one, "x")
+    assert sketch.get_n() == MERGED_KLL_MAX_K and not sketch.is_estimation_mode()
+    np.testing.assert_array_equal(sketch.get_quantiles(LEVELS), kll(two, "x").get_quantiles(LEVELS))
+    ranks = np.searchsorted(values, np.asarray(sketch.get_quantiles(LEVELS)), side="right") / len(values)
+    assert np.max(np.abs(ranks - LEVELS)) < 1e-3
+    mean, std = moments(one, "x")
+    assert mean == pytest.approx(values.mean(), rel=1e-9)
+    assert std == pytest.approx(values.std(ddof=1), rel=1e-9)
+    assert row_count(one, "x") == len(values)
