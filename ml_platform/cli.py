@@ -49,7 +49,7 @@ def demo(
     model_weeks: int = typer.Option(
         4,
         min=0,
-        help="Train, evaluate and promote the last N model weeks that fit in [start, end] (0: none).",
+        help="Train, evaluate and promote the last N model weeks that fit in --start..--end (0: none).",
     ),
     replay_days: int = typer.Option(
         28,
@@ -61,7 +61,7 @@ def demo(
         help="Shift injected into the replay's raw data (repeatable; see `mlp replay --help`).",
     ),
 ) -> None:
-    """Materialize raw -> features for each day of [start, end], then the weekly models, incrementally."""
+    """Materialize raw -> features for each day of --start..--end, then the weekly models, incrementally."""
     from ml_platform.definitions import DATA_JOB, build_definitions
     from ml_platform.demo import RunOutcome, days, layers, partitions_to_run, run_partitions, summarize
     from ml_platform.instance import open_instance
