@@ -119,7 +119,7 @@ def build_definitions(settings: PlatformSettings, clock: Clock = utc_now) -> dg.
     partitioning = build_partitioning(settings)
     build = AssetBuild(
         partitioning=partitioning,
-        build=BuildInfo(git_commit=settings.git_commit or git_commit(settings.root_dir)),
+        build=BuildInfo(git_commit=settings.git_commit or git_commit()),
         max_quarantine_share=settings.max_quarantine_share,
         # One partition per UI-launched run: each run covers one layer's day or the whole graph's
         # day. Range runs (one layer over many days) are launched by `mlp demo` (ml_platform.demo).

@@ -7,6 +7,7 @@ import inspect
 import subprocess
 from pathlib import Path
 from types import ModuleType
+from typing import Final
 
 
 def code_version_of(*modules: ModuleType) -> str:
@@ -40,27 +41,36 @@ def code_version_of_names(*names: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def git_commit(root: Path) -> str:
-    """Return ``HEAD``'s commit of the checkout at ``root``, with ``-dirty`` when it has changes.
+#: Where this code lives: the checkout holding the ``ml_platform`` package (for an installed wheel,
+#: ``site-packages``). Not the data root (``MLP_ROOT_DIR``), which may be anywhere.
+CODE_ROOT: Final = Path(__file__).resolve().parents[2]
 
-    Returns ``"unavailable"`` when ``root`` is not a git checkout (an installed wheel, an image
-    without ``.git``): set ``MLP_GIT_COMMIT`` there, for example at image build time.
+
+def git_commit(code_root: Path = CODE_ROOT) -> str:
+    """Return ``HEAD``'s commit of the checkout the code runs from, with ``-dirty`` when it has changes.
+
+    The commit is read where the code lives (:data:`CODE_ROOT`), never from the data root, so a
+    project whose ``MLP_ROOT_DIR`` is elsewhere still records the code that produced it. Returns
+    ``"unavailable"`` when ``code_root`` is not the top of a git checkout (an installed wheel, an
+    image without ``.git``; a ``site-packages`` inside some other checkout is not taken for its
+    commit): set ``MLP_GIT_COMMIT`` there, for example at image build time.
     """
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(code_root), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        top = git("rev-parse", "--show-toplevel")
+        if Path(top).resolve() != code_root.resolve():
+            return "unavailable"
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unavailable"
     return f"{head}-dirty" if dirty else head
