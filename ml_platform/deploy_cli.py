@@ -13,13 +13,16 @@ import os
 import signal
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from dagster_shared.error import SerializableErrorInfo
+
     from ml_platform.lib.deploy.desired import Release
     from ml_platform.lib.deploy.events import DeploymentEvent
     from ml_platform.lib.deploy.process import ServedProcess
@@ -116,6 +119,7 @@ def release(
     reason: str = typer.Option("", help="Why (recorded in the deployment log)."),
 ) -> None:
     """Deploy the champion (or --version) by materializing the `deployment` asset."""
+    _check_release(strategy, share)
     config: dict[str, Any] = {
         "model_version": version,
         "strategy": strategy,
@@ -193,6 +197,34 @@ def status(events: int = typer.Option(10, help="How many of the last deployment 
 
 # ------------------------------------------------------------------------------------- helpers
 
+STRATEGIES = ("blue_green", "canary", "shadow")
+
+
+def _check_release(strategy: str | None, share: float | None) -> None:
+    """Refuse a strategy or a canary share the asset would refuse, before any run is launched."""
+    if strategy is not None and strategy not in STRATEGIES:
+        raise typer.BadParameter(
+            f"{strategy!r} is not one of {', '.join(STRATEGIES)}", param_hint="--strategy"
+        )
+    if share is None:
+        return
+    if not 0.0 < share <= 1.0:  # NaN fails this too
+        raise typer.BadParameter(
+            f"the canary's share must be within (0, 1] (0.5: half the requests), got {share}",
+            param_hint="--share",
+        )
+    if strategy is None:
+        from ml_platform.settings import PlatformSettings
+
+        strategy = PlatformSettings().deploy_strategy
+        if strategy != "canary":
+            raise typer.BadParameter(
+                f"a share is for a canary, and MLP_DEPLOY_STRATEGY is {strategy}: pass --strategy canary",
+                param_hint="--share",
+            )
+    elif strategy != "canary":
+        raise typer.BadParameter(f"a share is for a canary, not {strategy}", param_hint="--share")
+
 
 def _port_free(host: str, port: int) -> bool:
     import socket
@@ -227,7 +259,13 @@ def _bento_launcher(settings: PlatformSettings) -> Any:
 
 
 def _materialize(config: dict[str, Any]) -> None:
-    """Run ``deploy_job`` in this process on the platform's instance with ``config``; print the outcome."""
+    """Run ``deploy_job`` in this process on the platform's instance with ``config``; print the outcome.
+
+    Every way it can fail ends in one line naming what failed and why, and exit status 1: a step's
+    :class:`dagster.Failure` by its message, any other error by its message and its innermost cause
+    (a Dagster wrapper says only "Error occurred while executing op"), an instance that cannot be
+    opened or definitions that cannot be loaded likewise, before any run is launched.
+    """
     from ml_platform.definitions import build_definitions
     from ml_platform.defs.serving import deployment as asset
     from ml_platform.instance import open_instance
@@ -235,29 +273,39 @@ def _materialize(config: dict[str, Any]) -> None:
 
     settings = PlatformSettings()
     config.setdefault("requested_by", asset.requester())
-    job = build_definitions(settings).resolve_job_def(asset.JOB)
-    console.print(
-        f"Materializing [bold]{asset.NAME}[/] ({', '.join(f'{k}={v}' for k, v in config.items())}) ..."
-    )
-    result = job.execute_in_process(
-        instance=open_instance(settings),
-        run_config={
-            "ops": {asset.NAME: {"config": config}},
-            # the outcome is printed below; a refused deploy is a message, not a stack trace
-            "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
-        },
-        raise_on_error=False,
-    )
-    if not result.success:
-        failures = [
-            _failure_text(e.event_specific_data.error.message)  # type: ignore[union-attr]
-            for e in result.all_events
-            if e.is_step_failure
-        ]
-        console.print(
-            f"[red]{asset.NAME} failed[/] (run {result.run_id}): {'; '.join(failures) or 'see the run'}"
+    try:
+        instance = open_instance(settings)
+    except Exception as exc:
+        _fail(f"cannot open the Dagster instance in {settings.dagster_home}", _exception_text(exc))
+    try:
+        job = build_definitions(settings).resolve_job_def(asset.JOB)
+    except Exception as exc:
+        _fail(f"cannot load the definitions of {asset.JOB}", _exception_text(exc))
+    asked = escape(", ".join(f"{k}={v}" for k, v in config.items()))
+    console.print(f"Materializing [bold]{asset.NAME}[/] ({asked}) ...")
+    try:
+        result = job.execute_in_process(
+            instance=instance,
+            run_config={
+                "ops": {asset.NAME: {"config": config}},
+                # the outcome is printed below; a refused deploy is a message, not a stack trace
+                "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+            },
+            raise_on_error=False,
         )
-        raise typer.Exit(1)
+    except Exception as exc:
+        _fail(f"{asset.NAME} failed", _exception_text(exc))
+    if not result.success:
+        steps = [e for e in result.all_events if e.is_step_failure]
+        failed = steps or [e for e in result.all_events if e.is_failure]  # a run that failed outside a step
+        failures = list(
+            dict.fromkeys(
+                _failure_text(error)
+                for e in failed
+                if (error := getattr(e.event_specific_data, "error", None)) is not None
+            )
+        )
+        _fail(f"{asset.NAME} failed (run {result.run_id})", "; ".join(failures) or "see the run")
     [mat] = result.asset_materializations_for_node(asset.NAME)
     meta = {k: v.value for k, v in mat.metadata.items()}
     console.print(
@@ -267,6 +315,11 @@ def _materialize(config: dict[str, Any]) -> None:
     )
     if meta[asset.APPLIED] == "no_supervisor":
         console.print("  It waits in the desired state: start the supervisor with `mlp deploy serve`.")
+
+
+def _fail(what: str, why: str) -> NoReturn:
+    console.print(f"[red]{escape(what)}[/]: {escape(why)}", highlight=False)
+    raise typer.Exit(1)
 
 
 def _print_bentos(settings: PlatformSettings) -> None:
@@ -292,12 +345,48 @@ def _print_bentos(settings: PlatformSettings) -> None:
         console.print("Deployable (a Bento was built): " + "; ".join(seen.values()), highlight=False)
 
 
-def _failure_text(message: str) -> str:
-    """A step failure's message without the exception's module path, with the CLI's option names."""
-    text = message.strip()
-    if text.startswith("dagster.") and ": " in text:
-        text = text.split(": ", 1)[1]
-    return text.replace("(set force: true in the run config)", "(pass --force)")
+def _failure_text(error: SerializableErrorInfo) -> str:
+    """What a failed step (or run) says: a :class:`dagster.Failure`'s message as written, with the
+    CLI's option names; any other error's message and its innermost cause, never only the wrapper's
+    "Error occurred while executing op"."""
+    chain: list[SerializableErrorInfo] = []
+    link: SerializableErrorInfo | None = error
+    while link is not None:
+        chain.append(link)
+        link = link.cause or link.context
+    # Dagster wraps what user code raised ("Error occurred while executing op ..."): skip wrappers
+    own = [e for e in chain if not (e.cls_name or "").startswith("Dagster")] or chain
+    first, innermost = own[0], chain[-1]
+    text = _error_message(first)
+    if first.cls_name == "Failure":  # the asset's own words, which already say why
+        return text.replace("(set force: true in the run config)", "(pass --force)")
+    cause = _error_message(innermost)
+    return text if cause == text else f"{text} (innermost cause: {cause})"
+
+
+def _error_message(error: SerializableErrorInfo) -> str:
+    """One line: a Failure's message; any other error's class (without its module) and message."""
+    text = " ".join(error.message.split())
+    head, sep, rest = text.partition(": ")
+    if sep and head.rsplit(".", 1)[-1] == error.cls_name:
+        text = rest if error.cls_name == "Failure" else f"{error.cls_name}: {rest}"
+    return text or error.cls_name or "an error without a message"
+
+
+def _exception_text(exc: BaseException) -> str:
+    """An exception's message and its innermost cause (``__cause__``, else ``__context__``)."""
+    innermost = exc
+    seen = {id(exc)}
+    while (nxt := innermost.__cause__ or innermost.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        innermost = nxt
+    text, cause = _one_exception(exc), _one_exception(innermost)
+    return text if cause == text else f"{text} (innermost cause: {cause})"
+
+
+def _one_exception(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _print_events(events: list[DeploymentEvent]) -> None:
