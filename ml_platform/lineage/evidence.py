@@ -1173,10 +1173,21 @@ class _Builder:
 
 
 def _has_command(name: str) -> bool:
+    """Whether ``mlp`` has the command ``name``.
+
+    Only a CLI module that is not installed at all makes a command "not there"; a CLI that is there
+    and fails to import (a broken dependency, an error in its code) is an error, with its cause, and
+    never reported as a missing command.
+    """
     try:
         from ml_platform.cli import app
-    except Exception:  # the CLI cannot be imported here: say it is not there
-        return False
+    except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "ml_platform.cli":
+            return False
+        raise RuntimeError(
+            f"cannot tell whether `mlp {name}` is available: importing ml_platform.cli failed:"
+            f" {type(exc).__name__}: {exc}"
+        ) from exc
     return any((c.name or getattr(c.callback, "__name__", "")) == name for c in app.registered_commands)
 
 

@@ -498,3 +498,25 @@ def test_recorded_profiles_and_drift_of_the_training_window_are_read_back():
     (after,) = data["drift_against_this_model"]["entries"]
     assert (after["partition"], after["severity"]) == ("2013-01-22", "ok")
     assert data["drift_against_this_model"]["severity_counts"] == {"ok": 1}
+
+
+# ------------------------------------------------------------------- is `mlp reproduce` there?
+
+
+def test_a_cli_that_fails_to_import_is_an_error_not_a_missing_command(monkeypatch):
+    """Only a CLI module that is not installed makes `mlp reproduce` "not there"; a CLI that is there
+    and cannot be imported (here: its dependency typer is broken) is an error naming the cause."""
+    import sys
+
+    from ml_platform.lineage import evidence as ev_module
+
+    assert ev_module._has_command("reproduce") is True
+    monkeypatch.delitem(sys.modules, "ml_platform.cli")
+    monkeypatch.setitem(sys.modules, "typer", None)  # `import typer` now fails inside ml_platform.cli
+    with pytest.raises(RuntimeError, match=r"cannot tell whether `mlp reproduce` is available") as caught:
+        ev_module._has_command("reproduce")
+    assert "importing ml_platform.cli failed: ModuleNotFoundError" in str(caught.value)
+    assert "typer" in str(caught.value) and isinstance(caught.value.__cause__, ImportError)
+
+    monkeypatch.setitem(sys.modules, "ml_platform.cli", None)  # the module itself is not there
+    assert ev_module._has_command("reproduce") is False
