@@ -40,7 +40,7 @@ def _mlp(*args: str, root: Path, **settings: str) -> subprocess.CompletedProcess
 
 
 @pytest.mark.slow
-def test_demo_runs_then_is_incremental(tmp_path):
+def test_demo_runs_then_is_incremental(tmp_path, monkeypatch):
     # the root is outside the checkout and has no dagster.yaml: the instance gets the checkout's,
     # and the runs record the checkout's commit (no MLP_GIT_COMMIT), not "unavailable"
     heads = {_head()}
@@ -54,6 +54,7 @@ def test_demo_runs_then_is_incremental(tmp_path):
     assert len(by_asset["raw_flights"]["data_versions"]) == 3
     assert (tmp_path / ".dagster" / "dagster.yaml").read_text() == (ROOT / "dagster.yaml").read_text()
     assert "telemetry" not in first.stdout + first.stderr  # Dagster's notice, without the file
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ".dagster"))  # the storage's base_dir
     instance = dg.DagsterInstance.from_config(str(tmp_path / ".dagster"))
     commit = latest(instance, "raw_flights", "2013-01-01").metadata[LINEAGE_GIT_COMMIT].value
     assert str(commit).removesuffix("-dirty") in heads | {_head()}  # HEAD as the run started or now
