@@ -17,6 +17,7 @@ one odd day does not decide. Degradation above the threshold (5 % by default) is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -72,8 +73,15 @@ class Decay:
 
     @property
     def degraded(self) -> bool:
-        """Whether the degradation exceeds the threshold."""
-        return self.degradation > self.threshold
+        """Whether the degradation exceeds the threshold; exactly at it is not degraded.
+
+        Skill ratios are floats: a live skill exactly 5 % worse computes as 0.050000000000000044 or
+        0.04999999999999982 depending on the numbers, so "at the threshold" is within a relative
+        1e-9 of it, and only a degradation beyond that counts.
+        """
+        return self.degradation > self.threshold and not math.isclose(
+            self.degradation, self.threshold, rel_tol=1e-9, abs_tol=1e-12
+        )
 
     @property
     def summary(self) -> str:

@@ -38,12 +38,29 @@ def test_losing_the_edge_over_the_baseline_is_decay():
     assert d.to_dict()["degraded"] is True
 
 
+@pytest.mark.parametrize(
+    "at_limit",
+    [
+        # exactly 5 % worse skill; the float ratio lands a hair above (the first two) or below 0.05
+        Decay("rmse", 63.0, 60.0, 60.0, 60.0, 0.05),
+        Decay("roc_auc", 0.6 / 1.05, 0.6, 0.6, 0.6, 0.05),
+        Decay("brier", 0.105, 0.1, 0.1, 0.1, 0.05),
+        Decay("mae", 2.0, 4.0, 2.0, 4.0, 0.0),  # a zero threshold: no change is not decay
+    ],
+    ids=["rmse-above-in-floats", "roc_auc-above-in-floats", "brier-below-in-floats", "zero"],
+)
+def test_exactly_at_the_threshold_is_not_degraded(at_limit: Decay):
+    assert at_limit.degradation == pytest.approx(at_limit.threshold, abs=1e-12)
+    assert not at_limit.degraded
+    assert at_limit.summary.endswith(f"<= {at_limit.threshold:.0%})"), at_limit.summary
+
+
 def test_the_threshold_is_exclusive_and_improvement_is_never_decay():
-    at_limit = Decay("brier", 0.105, 0.1, 0.1, 0.1, 0.05)
-    assert at_limit.degradation == pytest.approx(0.05)
     assert not Decay("brier", 0.1049, 0.1, 0.1, 0.1, 0.05).degraded
+    assert Decay("brier", 0.10501, 0.1, 0.1, 0.1, 0.05).degraded  # 5.01 %: just past it
     assert Decay("brier", 0.106, 0.1, 0.1, 0.1, 0.05).degraded
-    assert Decay("roc_auc", 0.8, 0.6, 0.7, 0.6, 0.05).degradation < 0
+    improved = Decay("roc_auc", 0.8, 0.6, 0.7, 0.6, 0.05)
+    assert improved.degradation < 0 and not improved.degraded
 
 
 def test_a_metric_missing_from_a_table_is_named():
