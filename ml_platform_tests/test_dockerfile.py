@@ -99,7 +99,7 @@ def _hadolint() -> str:
 
 def test_hadolint_passes(tmp_path: Path) -> None:
     # An explicit empty config, so no local or user hadolint.yaml can ignore rules; the only
-    # ignores allowed are inline `# hadolint ignore=...` pragmas with a reason in the Dockerfile.
+    # ignores allowed are inline `# hadolint ignore=...` pragmas with their reason (unexplained_ignores).
     config = tmp_path / "hadolint.yaml"
     config.write_text("ignored: []\n", encoding="utf-8")
     result = subprocess.run(
@@ -112,11 +112,91 @@ def test_hadolint_passes(tmp_path: Path) -> None:
     assert result.returncode == 0, f"hadolint found problems:\n{result.stdout}{result.stderr}"
 
 
-def test_inline_ignores_give_a_reason() -> None:
-    for number, line in enumerate(DOCKERFILE.read_text(encoding="utf-8").splitlines(), start=1):
-        match = re.match(r"\s*#\s*hadolint\s+ignore=(\S+)(.*)", line)
-        if match:
-            assert match.group(2).strip(), f"line {number}: `hadolint ignore={match.group(1)}` needs a reason"
+#: A hadolint pragma: ``# hadolint ignore=DL3008,DL3015`` (for the next instruction) or
+#: ``# hadolint global ignore=...`` (for the whole file).
+PRAGMA = re.compile(r"^\s*#\s*hadolint\s+(global\s+)?ignore\s*=\s*(\S*)(.*)$", re.IGNORECASE)
+
+
+def unexplained_ignores(text: str) -> list[str]:
+    """The hadolint ignores of a Dockerfile's ``text`` that break the project's rule, one line each.
+
+    The rule: no global ignore; an inline ignore stands alone on its line (hadolint silently drops
+    a pragma with more text after its rule list: the rule is then not ignored at all) and the
+    comment line right above it says why.
+    """
+    lines = text.splitlines()
+    problems = []
+    for index, line in enumerate(lines):
+        match = PRAGMA.match(line)
+        if match is None:
+            continue
+        where, rules = f"line {index + 1}", match.group(2)
+        if match.group(1):
+            problems.append(f"{where}: `hadolint global ignore={rules}` silences the rules everywhere")
+            continue
+        if match.group(3).strip():
+            problems.append(f"{where}: text after `ignore={rules}` makes hadolint drop the pragma")
+        above = lines[index - 1].strip() if index else ""
+        if not above.startswith("#") or PRAGMA.match(above) or not above.lstrip("#").strip():
+            problems.append(f"{where}: `hadolint ignore={rules}` needs the reason on the comment line above")
+    return problems
+
+
+def test_the_dockerfile_ignores_no_rule_without_a_reason() -> None:
+    assert unexplained_ignores(DOCKERFILE.read_text(encoding="utf-8")) == []
+
+
+APT = "RUN apt-get install -y curl\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        (f"FROM debian:12.8\n# the mirror keeps one version\n# hadolint ignore=DL3008,DL3015\n{APT}", []),
+        (f"FROM debian:12.8\n{APT}", []),
+        (
+            f"FROM debian:12.8\n# hadolint ignore=DL3008\n{APT}",
+            ["line 2: `hadolint ignore=DL3008` needs the reason on the comment line above"],
+        ),
+        (
+            f"FROM debian:12.8\n\n# hadolint ignore=DL3008 because the mirror keeps one version\n{APT}",
+            [
+                "line 3: text after `ignore=DL3008` makes hadolint drop the pragma",
+                "line 3: `hadolint ignore=DL3008` needs the reason on the comment line above",
+            ],
+        ),
+        (
+            f"# every apt package floats\n# hadolint global ignore=DL3008\nFROM debian:12.8\n{APT}",
+            ["line 2: `hadolint global ignore=DL3008` silences the rules everywhere"],
+        ),
+    ],
+    ids=["reason-above", "no-pragma", "no-reason", "reason-after", "global"],
+)
+def test_the_ignore_rule_catches_what_it_must(text: str, problems: list[str]) -> None:
+    assert unexplained_ignores(text) == problems
+
+
+def test_hadolint_honours_the_one_pragma_form_the_rule_accepts(tmp_path: Path) -> None:
+    """The accepted form really ignores the rule in hadolint; the reason-after form does not."""
+    config = tmp_path / "hadolint.yaml"
+    config.write_text("ignored: []\n", encoding="utf-8")
+
+    def lint(text: str) -> str:
+        path = tmp_path / "Dockerfile"
+        path.write_text(text, encoding="utf-8")
+        result = subprocess.run(
+            [_hadolint(), "--config", str(config), "--no-color", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return result.stdout + result.stderr
+
+    assert "DL3008" in lint(f"FROM debian:12.8\n{APT}")
+    accepted = f"FROM debian:12.8\n# the mirror keeps one version\n# hadolint ignore=DL3008,DL3015\n{APT}"
+    assert unexplained_ignores(accepted) == [] and lint(accepted) == ""
+    reason_after = f"FROM debian:12.8\n# hadolint ignore=DL3008,DL3015 the mirror keeps one version\n{APT}"
+    assert "DL3008" in lint(reason_after)
 
 
 def test_multi_stage_with_pinned_bases(dockerfile: tuple[list[Instruction], list[Stage]]) -> None:
