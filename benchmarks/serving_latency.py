@@ -294,6 +294,7 @@ def create_plain_app() -> Any:
             delay_probability=scored.delay_probability,
             features_as_of=scored.features_as_of,
             weather_observed_at=scored.weather_observed_at,
+            stale=scored.stale,
         )
         return Response(answer.model_dump_json(), media_type="application/json")
 

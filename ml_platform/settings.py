@@ -224,6 +224,13 @@ class PlatformSettings(BaseSettings):
     serving_max_batch: int = Field(
         512, ge=1, description="Most flights in one batch request; larger batches are answered 413/422."
     )
+    serving_feature_freshness_hours: float = Field(
+        30.0,
+        gt=0,
+        description="Feature-freshness budget: a prediction whose departure lies more than this many"
+        " hours after the online snapshot's cutoff is answered with stale=true, logged and counted"
+        " (default 30: the snapshot's day plus the 6 h weather tolerance; past it the weather is null).",
+    )
 
     deploy_strategy: Literal["blue_green", "canary", "shadow"] = Field(
         "canary",

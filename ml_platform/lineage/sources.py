@@ -189,6 +189,10 @@ def find_request(folder: Path, request_id: str) -> list[FoundLine]:
     return found
 
 
+#: The log line's keys naming the online snapshot that answered, and its stale flag.
+_SNAPSHOT_KEYS = ("online_snapshot_day", "online_snapshot_hash", "online_snapshot_written_at", "stale")
+
+
 def find_request_in_table(delta_root: Path, request_id: str) -> list[FoundLine]:
     """The published ``prediction_log`` rows of ``request_id`` (when the files are gone)."""
     import polars as pl
@@ -197,9 +201,10 @@ def find_request_in_table(delta_root: Path, request_id: str) -> list[FoundLine]:
     if not (table / "_delta_log").is_dir():
         return []
     rows = pl.scan_delta(str(table)).filter(pl.col("request_id") == request_id).collect()
-    # a table written before the service logged its Bento has no bento_tag column (older partitions
-    # of a table that has it read null there)
+    # a table written before the service logged its Bento (or its online snapshot) lacks those
+    # columns (older partitions of a table that has them read null there)
     has_bento = "bento_tag" in rows.columns
+    later = [c for c in _SNAPSHOT_KEYS if c in rows.columns]
     out = []
     for row in rows.iter_rows(named=True):
         data = {
@@ -211,6 +216,8 @@ def find_request_in_table(delta_root: Path, request_id: str) -> list[FoundLine]:
             "model_version": row.get("model_version"),
             **({"bento_tag": row["bento_tag"]} if has_bento else {}),
             "latency_ms": row.get("latency_ms"),
+            # as the log line writes them: ISO text
+            **{c: row[c].isoformat() if hasattr(row[c], "isoformat") else row[c] for c in later},
             "request": {
                 k: str(row.get(k)) if k == "scheduled_departure" else row.get(k)
                 for k in ("carrier", "flight", "origin", "dest", "scheduled_departure", "distance")

@@ -13,6 +13,17 @@ Every answer names the registered model and version that produced it (body and
 ``X-Model-Version`` header) and the request id (body and ``X-Request-ID``: the caller's, or a new
 uuid4).
 
+**Stale online features are answered, and say so.** Each prediction carries ``stale``: true when
+the flight departs more than ``MLP_SERVING_FEATURE_FRESHNESS_HOURS`` (default 30) after the online
+snapshot's cutoff (``features_as_of``), so its weather is null and its aggregates are days behind
+(:mod:`ml_platform.lib.online.freshness`). The service still answers 200 rather than refusing:
+staleness is per flight (one far-future flight must not fail a batch of fresh ones), a late
+``online_features`` run would otherwise turn every request into an outage though the model still
+handles missing weather, and a client asking about a flight months ahead could never get anything
+but an error. Every stale answer is counted (``mlp_stale_predictions_total``, alert
+``MlpServingStaleFeatures``) and logged (``stale`` and the snapshot's day and content hash on the
+log line). The decision is written up in README ("Stale online features").
+
 Errors never come as 5xx for bad input. The body of each is ``{"error": ..., "detail": [{"type",
 "loc", "msg"}, ...]}``, ``loc`` being the path of the field (``["flights", 3, "origin"]``):
 
@@ -92,7 +103,7 @@ import logging
 import os
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -242,7 +253,13 @@ class DelayService:
             namespace=settings.online_store_namespace,
         )
         device = resolve_device(settings.serving_device)
-        self.predictor = Predictor(load_served_model(info.path), info, store, device)
+        self.predictor = Predictor(
+            load_served_model(info.path),
+            info,
+            store,
+            device,
+            freshness_budget=timedelta(hours=settings.serving_feature_freshness_hours),
+        )
         self.max_batch = settings.serving_max_batch
         self.batcher = AdaptiveBatcher(self.predictor.score, max_batch=self.max_batch)
         self.metrics = process_metrics()
@@ -398,6 +415,7 @@ class DelayService:
             delay_probability=scored.delay_probability,
             features_as_of=scored.features_as_of,
             weather_observed_at=scored.weather_observed_at,
+            stale=scored.stale,
         )
 
     def _record(self, state: RequestState, flights: list[FlightRequest], scored: list[ScoredFlight]) -> None:
@@ -427,6 +445,9 @@ class DelayService:
         info = self.predictor.info
         version = info.model_version
         records: list[LogRecord] = []
+        stale = sum(result.stale for result in scored)
+        if stale:
+            self.metrics.observe_stale(model_version=version, endpoint=state.endpoint, count=stale)
         for index, (flight, result) in enumerate(zip(flights, scored, strict=True)):
             self.metrics.observe_prediction(
                 model_version=version,
@@ -448,6 +469,8 @@ class DelayService:
                     row=result.row,
                     predicted_arr_delay=result.predicted_arr_delay,
                     delay_probability=result.delay_probability,
+                    snapshot=result.snapshot,
+                    stale=result.stale,
                 )
             )
         self.prediction_log.append(records)

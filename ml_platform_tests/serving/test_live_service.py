@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ml_platform.lib.monitoring import metrics as m
-from ml_platform.lib.online import FEATURE_COLUMNS
+from ml_platform.lib.online import FEATURE_COLUMNS, open_online_store
 from ml_platform.lib.training.data import INPUT_COLUMNS
 from ml_platform_tests.serving.conftest import MAX_BATCH, MODEL_NAME, LiveServer, ServingWorld, body_of
 
@@ -37,6 +37,7 @@ PREDICTION_FIELDS = {
     "delay_probability",
     "features_as_of",
     "weather_observed_at",
+    "stale",
 }
 
 
@@ -75,6 +76,7 @@ def test_predict_answers_one_flight(
     assert 0.0 <= body["delay_probability"] <= 1.0
     assert body["features_as_of"] == iso(row["aggregates_as_of"]) == "2013-01-15T05:00:00Z"
     assert body["weather_observed_at"] == iso(row["weather_observed_at"])
+    assert body["stale"] is False  # a flight of the snapshot's day
     assert live_server.started_in_s < 60
 
 
@@ -389,11 +391,22 @@ def test_every_prediction_is_logged(client: httpx.Client, world: ServingWorld, k
         "model_version",
         "bento_tag",
         "latency_ms",
+        "online_snapshot_day",
+        "online_snapshot_hash",
+        "online_snapshot_written_at",
+        "stale",
         "request",
         "features",
         "prediction",
     }
     assert list(first).index("bento_tag") == list(first).index("model_version") + 1
+    # the snapshot that answered, as the store holds it (one snapshot in this world)
+    held = open_online_store(None, world.settings.online_store_path).info()
+    assert held is not None
+    assert {(line["online_snapshot_day"], line["online_snapshot_hash"]) for line in lines} == {
+        (held.day.isoformat(), held.content_hash)
+    }
+    assert {line["stale"] for line in lines} == {False}
     # served from source (`bentoml serve ml_platform.serving.service:DelayService`): no Bento
     assert {line["bento_tag"] for line in lines} == {None}
     assert first["endpoint"] == "predict" and by_id[(batch, 1)]["endpoint"] == "predict_batch"
@@ -410,6 +423,34 @@ def test_every_prediction_is_logged(client: httpx.Client, world: ServingWorld, k
         served["predicted_arr_delay"], abs=1e-6
     )
     assert set(first["prediction"]) == {"predicted_arr_delay", "delay_probability"}
+
+
+def test_a_flight_beyond_the_freshness_budget_is_answered_stale_and_counted(
+    client: httpx.Client, world: ServingWorld, good: dict[str, Any]
+) -> None:
+    """#15 item 5: a departure in 2026 on the 2013 snapshot is answered 200 with stale=true (weather
+    null), counted in mlp_stale_predictions_total and logged with stale=true."""
+    request_id = f"stale-{uuid.uuid4().hex[:8]}"
+    far = {**good, "scheduled_departure": "2026-05-01T21:00:00Z"}
+    response = client.post(
+        "/predict_batch", json={"flights": [good, far]}, headers={"X-Request-ID": request_id}
+    )
+    assert response.status_code == 200, response.text
+    answers = response.json()["predictions"]
+    assert [a["stale"] for a in answers] == [False, True]
+    assert (
+        answers[1]["weather_observed_at"] is None
+        and answers[1]["features_as_of"] == answers[0]["features_as_of"]
+    )
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for s in family.samples
+    }
+    labels = frozenset({"model_version": world.packaged.model_version, "endpoint": "predict_batch"}.items())
+    assert samples.get((m.STALE_PREDICTIONS, labels), 0) >= 1
+    lines = _log_lines(world.settings.prediction_log_dir, {request_id}, 2)
+    assert sorted((line["index"], line["stale"]) for line in lines) == [(0, False), (1, True)]
 
 
 def test_the_server_survived_everything(client: httpx.Client, live_server: LiveServer) -> None:

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import polars as pl
 
+from ml_platform.lib.online.snapshot import SnapshotRef
 from ml_platform.lib.serving.prediction_log import LogRecord, PredictionLog, flight_day, to_json_line
 
 BENTO = "delay_service:v3-0123456789abcdef"
+#: The online snapshot that answered (the 15th's, written at 05:31 UTC that morning).
+SNAPSHOT = SnapshotRef(
+    day=date(2013, 1, 15),
+    aggregates_as_of=datetime(2013, 1, 15, 5, tzinfo=UTC),
+    content_hash="9f2c" + "0" * 60,
+    written_at=datetime(2013, 1, 15, 5, 31, 2, 100000, tzinfo=UTC),
+)
 FEATURES = pl.DataFrame(
     {
         "carrier": ["B6", "UA"],
@@ -30,6 +38,8 @@ def record(
     logged_at: datetime = datetime(2013, 1, 15, 23, 59, tzinfo=UTC),
     departure: datetime = datetime(2013, 1, 15, 15, 45, tzinfo=UTC),
     bento_tag: str | None = BENTO,
+    snapshot: SnapshotRef | None = SNAPSHOT,
+    stale: bool | None = False,
 ) -> LogRecord:
     return LogRecord(
         logged_at=logged_at,
@@ -45,6 +55,8 @@ def record(
         row=i % 2,
         predicted_arr_delay=12.25,
         delay_probability=0.4,
+        snapshot=snapshot,
+        stale=stale,
     )
 
 
@@ -52,7 +64,7 @@ def lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_a_line_holds_request_features_prediction_version_bento_latency_and_id() -> None:
+def test_a_line_holds_request_features_prediction_version_bento_snapshot_latency_and_id() -> None:
     line = to_json_line(record(1))
     assert line.endswith("\n") and line.count("\n") == 1
     assert json.loads(line) == {
@@ -64,6 +76,10 @@ def test_a_line_holds_request_features_prediction_version_bento_latency_and_id()
         "model_version": "3",
         "bento_tag": BENTO,
         "latency_ms": 1.5,
+        "online_snapshot_day": "2013-01-15",
+        "online_snapshot_hash": SNAPSHOT.content_hash,
+        "online_snapshot_written_at": "2013-01-15T05:31:02.100000+00:00",
+        "stale": False,
         "request": {"carrier": "B6", "scheduled_departure": "2013-01-15T15:45:00+00:00"},
         "features": {
             "carrier": "UA",
@@ -81,6 +97,13 @@ def test_the_bento_tag_follows_the_model_version_and_is_null_outside_a_bento() -
     keys = list(json.loads(to_json_line(record(0))))
     assert keys[keys.index("model_version") + 1] == "bento_tag"
     assert json.loads(to_json_line(record(0, bento_tag=None)))["bento_tag"] is None
+
+
+def test_the_snapshot_and_stale_flag_are_written_and_null_when_unknown() -> None:
+    assert json.loads(to_json_line(record(0, stale=True)))["stale"] is True
+    unknown = json.loads(to_json_line(record(0, snapshot=None, stale=None)))
+    assert [unknown[k] for k in ("online_snapshot_day", "online_snapshot_hash", "stale")] == [None] * 3
+    assert unknown["online_snapshot_written_at"] is None
 
 
 def test_records_go_to_the_file_of_their_flights_local_day(tmp_path: Path) -> None:

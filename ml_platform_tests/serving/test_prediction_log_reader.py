@@ -12,10 +12,12 @@ import polars as pl
 import pytest
 
 from ml_platform.lib.online.features import FEATURE_COLUMNS, FEATURE_SCHEMA
+from ml_platform.lib.online.snapshot import SnapshotRef
 from ml_platform.lib.serving.prediction_log import (
     LOG_SCHEMA,
     QUARANTINE_REASON,
     QUARANTINE_SCHEMA,
+    SNAPSHOT_COLUMNS,
     LogRecord,
     PredictionLog,
     read_complete,
@@ -26,6 +28,12 @@ from ml_platform.lib.training.data import INPUT_COLUMNS
 
 DAY = date(2013, 1, 15)
 BENTO = "delay_service:v3-0123456789abcdef"
+SNAPSHOT = SnapshotRef(
+    day=DAY,
+    aggregates_as_of=datetime(2013, 1, 15, 5, tzinfo=UTC),
+    content_hash="ab" * 32,
+    written_at=datetime(2026, 5, 1, 6, 0, tzinfo=UTC),
+)
 
 
 def features(departure: datetime, carrier: str = "B6") -> pl.DataFrame:
@@ -56,7 +64,10 @@ def features(departure: datetime, carrier: str = "B6") -> pl.DataFrame:
 
 
 def record(
-    i: int, departure: datetime = datetime(2013, 1, 15, 15, 45, tzinfo=UTC), bento_tag: str | None = BENTO
+    i: int,
+    departure: datetime = datetime(2013, 1, 15, 15, 45, tzinfo=UTC),
+    bento_tag: str | None = BENTO,
+    stale: bool | None = False,
 ) -> LogRecord:
     return LogRecord(
         logged_at=datetime(2026, 5, 1, 12, 0, i, tzinfo=UTC),
@@ -79,6 +90,8 @@ def record(
         row=0,
         predicted_arr_delay=10.0 + i,
         delay_probability=0.25,
+        snapshot=None if stale is None else SNAPSHOT,
+        stale=stale,
     )
 
 
@@ -105,6 +118,8 @@ def test_a_day_is_read_into_typed_flat_rows_with_the_model_inputs(tmp_path: Path
     assert first["predicted_arr_delay"] == 10.0 and first["delay_probability"] == 0.25
     assert first["model_version"] == "3" and first["latency_ms"] == 2.5
     assert first["bento_tag"] == BENTO
+    assert first["online_snapshot_day"] == DAY and first["online_snapshot_hash"] == SNAPSHOT.content_hash
+    assert first["online_snapshot_written_at"] == SNAPSHOT.written_at and first["stale"] is False
     assert first["temp"] is None and first["flight_date"] == DAY
     assert [f.name for f in day.files] == ["host-1.jsonl", "host-2.jsonl"]
 
@@ -290,3 +305,83 @@ def test_a_day_published_before_the_bento_tag_and_a_day_after_share_the_table(tm
     found = {f.data["request_id"]: f.data for f in find_request_in_table(delta, "req-1")}
     assert found["req-1"]["bento_tag"] == BENTO and found["req-1"]["model_version"] == "3"
     assert [f.data["bento_tag"] for f in find_request_in_table(delta, "req-0")] == [None]
+
+
+def _without_snapshot(record: LogRecord) -> str:
+    """``record``'s line as the service wrote it before lines named their snapshot (no keys at all)."""
+    line = json.loads(to_json_line(record))
+    for key in (*SNAPSHOT_COLUMNS, "stale"):
+        del line[key]
+    return json.dumps(line, separators=(",", ":")) + "\n"
+
+
+def test_a_line_written_before_the_snapshot_keys_existed_reads_as_null(tmp_path: Path) -> None:
+    folder = tmp_path / DAY.isoformat()
+    folder.mkdir()
+    (folder / "old.jsonl").write_text(_without_snapshot(record(0)))
+    write(tmp_path, [record(1), record(2, stale=True)], stem="new")
+    day = read_day(tmp_path, DAY)
+    assert day is not None and day.quarantined.height == 0
+    assert day.frame.schema == pl.Schema(LOG_SCHEMA)
+    rows = {r["request_id"]: r for r in day.frame.iter_rows(named=True)}
+    assert [rows["req-0"][k] for k in (*SNAPSHOT_COLUMNS, "stale")] == [None] * 4
+    assert rows["req-1"]["stale"] is False and rows["req-2"]["stale"] is True
+    assert rows["req-2"]["online_snapshot_hash"] == SNAPSHOT.content_hash
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("stale", "yes", "stale: expected Boolean, got str"),
+        ("online_snapshot_day", "15/01/2013", "online_snapshot_day: not an ISO date"),
+        (
+            "online_snapshot_written_at",
+            "2013-01-15T05:00:00",
+            "online_snapshot_written_at: a datetime without offset",
+        ),
+    ],
+)
+def test_a_bad_snapshot_value_is_quarantined(tmp_path: Path, key: str, value: Any, reason: str) -> None:
+    line = json.loads(to_json_line(record(0)))
+    line[key] = value
+    folder = tmp_path / DAY.isoformat()
+    folder.mkdir()
+    (folder / "bad.jsonl").write_text(json.dumps(line) + "\n")
+    day = read_day(tmp_path, DAY)
+    assert day is not None and day.frame.height == 0
+    assert day.quarantined[QUARANTINE_REASON].to_list()[0].startswith(reason)
+
+
+def test_a_day_published_before_the_snapshot_columns_and_a_day_after_share_the_table(tmp_path: Path) -> None:
+    """Delta merges the new columns in: the old day reads null, the new day its snapshot, and the
+    published-rows fallback of ``mlp lineage`` returns the snapshot where there is one."""
+    from ml_platform.lib.storage import PARTITION_COLUMN, DeltaPartitionStore
+    from ml_platform.lineage.sources import find_request_in_table
+
+    logs, delta = tmp_path / "log", tmp_path / "delta"
+    store = DeltaPartitionStore(delta)
+    (logs / DAY.isoformat()).mkdir(parents=True)
+    (logs / DAY.isoformat() / "old.jsonl").write_text(_without_snapshot(record(0)))
+    old_day = read_day(logs, DAY)
+    assert old_day is not None
+    new_columns = [*SNAPSHOT_COLUMNS, "stale"]
+    store.write_partition("prediction_log", DAY.isoformat(), old_day.frame.drop(new_columns))
+    later = datetime(2013, 1, 16, 15, tzinfo=UTC)
+    write(logs, [record(1, later, stale=True)])
+    new_day = read_day(logs, date(2013, 1, 16))
+    assert new_day is not None and new_day.quarantined.height == 0
+    pin = store.write_partition("prediction_log", "2013-01-16", new_day.frame)
+    table = pl.read_delta(str(delta / "prediction_log"))
+    assert dict(table.schema) == {**LOG_SCHEMA, PARTITION_COLUMN: pl.String()}
+    assert sorted(table.select("request_id", "online_snapshot_hash", "stale").rows()) == [
+        ("req-0", None, None),
+        ("req-1", SNAPSHOT.content_hash, True),
+    ]
+    assert store.write_partition("prediction_log", "2013-01-16", new_day.frame, unless_same_as=pin).reused
+    (found,) = find_request_in_table(delta, "req-1")
+    assert found.data["online_snapshot_day"] == "2013-01-15"
+    assert found.data["online_snapshot_hash"] == SNAPSHOT.content_hash
+    assert found.data["online_snapshot_written_at"] == SNAPSHOT.written_at.isoformat()
+    assert found.data["stale"] is True
+    (old,) = find_request_in_table(delta, "req-0")
+    assert [old.data[k] for k in new_columns] == [None] * 4

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -15,7 +18,7 @@ from ml_platform.lib.serving.predictor import Predictor, ServingModel
 from ml_platform.lib.serving.schema import FlightRequest
 from ml_platform.lib.training.data import INPUT_COLUMNS
 from ml_platform.lib.training.pyfunc import DelayModel
-from ml_platform_tests.serving.conftest import ServingWorld
+from ml_platform_tests.serving.conftest import SNAPSHOT_DAY, ServingWorld
 
 pytestmark = pytest.mark.slow
 
@@ -98,4 +101,92 @@ def test_predictor_answers_equal_offline_predictions(world: ServingWorld) -> Non
         assert {s.row for s in scored} == set(range(len(flights)))
         assert set(predictor.vocabularies) == {"carrier", "origin", "dest"}
     finally:
+        store.close()
+
+
+# -- stale online features (#15 item 5) and the snapshot each answer names (item 4) -------------------
+
+
+def later(flights: list[FlightRequest], delta: timedelta) -> list[FlightRequest]:
+    return [f.model_copy(update={"scheduled_departure": f.scheduled_departure + delta}) for f in flights]
+
+
+def test_a_flight_beyond_the_budget_is_scored_and_flagged_stale(world: ServingWorld) -> None:
+    """The snapshot of SNAPSHOT_DAY answers flights of its day fresh; the same flights two days later,
+    or in 2026, get null weather from it and are flagged; every answer names the snapshot."""
+    store = open_online_store(None, world.settings.online_store_path)
+    predictor = Predictor(world.model, world.packaged, store, freshness_budget=timedelta(hours=30))
+    try:
+        fresh = requests_of(world.known_flights(3))
+        two_days = later(fresh, timedelta(days=2))
+        in_2026 = [
+            f.model_copy(update={"scheduled_departure": datetime(2026, 5, 1, 21, tzinfo=UTC)}) for f in fresh
+        ]
+        scored = predictor.score([*fresh, *two_days, *in_2026])
+        assert [s.stale for s in scored] == [False] * 3 + [True] * 6
+        assert all(s.weather_observed_at is None for s in scored[3:])  # the symptom of the issue
+        held = store.info()
+        assert held is not None and {s.snapshot for s in scored} == {held.ref}
+        assert held.ref.day == SNAPSHOT_DAY
+        # still the model's answer from those features: a stale flight is scored, not refused
+        assert all(0.0 <= s.delay_probability <= 1.0 for s in scored)
+        # a tighter budget makes a flight of the next morning stale too
+        strict = Predictor(world.model, world.packaged, store, freshness_budget=timedelta(hours=1))
+        assert [s.stale for s in strict.score(fresh)] == [
+            f.scheduled_departure - held.aggregates_as_of > timedelta(hours=1) for f in fresh
+        ]
+        with pytest.raises(ValueError, match="must be positive"):
+            Predictor(world.model, world.packaged, store, freshness_budget=timedelta(0))
+    finally:
+        store.close()
+
+
+def test_the_service_answers_counts_and_logs_stale_predictions(world: ServingWorld, tmp_path: Path) -> None:
+    """The handler's path after scoring (no server): the answer's flag, the counter, the log line."""
+    from prometheus_client import CollectorRegistry
+
+    from ml_platform.lib.monitoring import metrics as m
+    from ml_platform.lib.serving.http import RequestState
+    from ml_platform.lib.serving.prediction_log import PredictionLog, read_day
+    from ml_platform.serving.service import DelayService
+
+    store = open_online_store(None, world.settings.online_store_path)
+    registry = CollectorRegistry()
+    service: Any = object.__new__(DelayService.inner)  # the handler's helpers, without BentoML's start-up
+    service.predictor = Predictor(world.model, world.packaged, store)
+    service.metrics = m.serving_metrics(registry)
+    service.bento_tag = "delay_service:v1-0123456789abcdef"
+    service.prediction_log = PredictionLog(tmp_path, file_stem="unit", flush_seconds=3600)
+    try:
+        fresh = requests_of(world.known_flights(2))
+        flights = [*fresh, *later(fresh, timedelta(days=3))]
+        scored = service.predictor.score(flights)
+        answers = [service._prediction("req-stale", s) for s in scored]
+        assert [a.stale for a in answers] == [False, False, True, True]
+        assert all(a.model_dump(mode="json")["stale"] is a.stale for a in answers)
+        service._record(RequestState("req-stale", "predict_batch", time.perf_counter()), flights, scored)
+        version = world.packaged.model_version
+        labels = {"model_version": version, "endpoint": "predict_batch"}
+        assert registry.get_sample_value(m.STALE_PREDICTIONS, labels) == 2
+        assert registry.get_sample_value(f"{m.PREDICTION}_count", {"model_version": version}) == 4
+        service.prediction_log.close()
+        held = store.info()
+        assert held is not None
+        rows = []
+        for day in {SNAPSHOT_DAY, SNAPSHOT_DAY + timedelta(days=3)}:
+            read = read_day(tmp_path, day)
+            assert read is not None and read.quarantined.height == 0
+            rows += read.frame.sort("index").iter_rows(named=True)
+        assert sorted((r["index"], r["stale"]) for r in rows) == [
+            (0, False),
+            (1, False),
+            (2, True),
+            (3, True),
+        ]
+        assert {
+            (r["online_snapshot_day"], r["online_snapshot_hash"], r["online_snapshot_written_at"])
+            for r in rows
+        } == {(held.day, held.content_hash, held.written_at)}
+    finally:
+        service.prediction_log.close()
         store.close()

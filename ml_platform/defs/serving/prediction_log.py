@@ -12,6 +12,12 @@ sha256 of exactly those bytes, and the bytes of a line still being written (not 
 ``bytes_read`` bytes of the file gives the same hash; the partition's content hash is the data
 version, so reading the same lines again publishes nothing new.
 
+**Which features served each line.** Each line names the ``online_features`` snapshot that answered
+(day, content hash, written at) and whether its features were stale (the departure beyond the
+freshness budget); lines older than those keys read null. The materialization records
+``prediction_log/stale_predictions`` and the predictions per snapshot
+(``prediction_log/predictions_by_online_snapshot``).
+
 **Malformed lines go to a quarantine table**, ``quarantine_prediction_log`` (file, line, byte
 offset, reason, raw line), as validation quarantines rows, rather than into the partition with a
 ``_parse_error`` column: a line that cannot be parsed has no typed values to put in the partition's
@@ -63,6 +69,8 @@ LOG_LINES = "prediction_log/lines"
 LOG_MALFORMED = "prediction_log/malformed_by_reason"
 LOG_PENDING_BYTES = "prediction_log/pending_bytes"
 LOG_MODEL_VERSIONS = "prediction_log/predictions_by_model_version"
+LOG_STALE = "prediction_log/stale_predictions"
+LOG_SNAPSHOTS = "prediction_log/predictions_by_online_snapshot"
 
 
 def build_prediction_log_assets(build: AssetBuild, folder: Path) -> list[dg.AssetsDefinition]:
@@ -155,6 +163,8 @@ def build_prediction_log_assets(build: AssetBuild, folder: Path) -> list[dg.Asse
                             LOG_LINES: dg.MetadataValue.int(day.lines),
                             LOG_PENDING_BYTES: dg.MetadataValue.int(sum(f.pending_bytes for f in day.files)),
                             LOG_MODEL_VERSIONS: dg.MetadataValue.json(_by_version(day.frame)),
+                            LOG_STALE: dg.MetadataValue.int(int(day.frame["stale"].sum())),
+                            LOG_SNAPSHOTS: dg.MetadataValue.json(_by_snapshot(day.frame)),
                             keys.QUALITY_QUARANTINED_ROWS: dg.MetadataValue.int(day.quarantined.height),
                             keys.QUALITY_QUARANTINE_TABLE: version_metadata(quarantined),
                             LOG_MALFORMED: dg.MetadataValue.json(reasons),
@@ -188,6 +198,17 @@ def build_prediction_log_assets(build: AssetBuild, folder: Path) -> list[dg.Asse
             )
 
     return [_asset]
+
+
+def _by_snapshot(frame: pl.DataFrame) -> dict[str, int]:
+    """Predictions per online snapshot that served them (``<day>@<hash, 12 hex>``; ``unknown`` for
+    lines older than the keys): a day answered from an old snapshot shows at a glance."""
+    counts = frame.group_by("online_snapshot_day", "online_snapshot_hash").len()
+    out = {
+        "unknown" if h is None else f"{d}@{h[:12]}": int(n)
+        for d, h, n in counts.sort("online_snapshot_day", "online_snapshot_hash", nulls_last=True).iter_rows()
+    }
+    return out
 
 
 def _by_version(frame: pl.DataFrame) -> dict[str, int]:

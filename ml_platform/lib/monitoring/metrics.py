@@ -31,7 +31,12 @@ REQUEST_LATENCY             histogram   model_version, endpoint
 REQUEST_ERRORS              counter     model_version, endpoint, kind (exception class)
 PREDICTION                  histogram   model_version
 PREDICTION_PROBABILITY      histogram   model_version
+STALE_PREDICTIONS           counter     model_version, endpoint
 ==========================  ==========  =====================================================
+
+``STALE_PREDICTIONS`` counts predictions answered with ``stale: true``: the flight departs more than
+the feature-freshness budget after the online snapshot's cutoff (``ml_platform.lib.online.freshness``).
+Its rate over ``PREDICTION``'s count is the stale share the alert rules watch.
 
 ``LIVE_DEGRADATION`` is the relative worsening of a metric measured on live (labelled) traffic
 against the same metric at evaluation time, positive when worse: ``(live - evaluation) /
@@ -67,6 +72,7 @@ REQUEST_LATENCY: Final = "mlp_request_latency_seconds"
 REQUEST_ERRORS: Final = "mlp_request_errors_total"
 PREDICTION: Final = "mlp_prediction_delay_minutes"
 PREDICTION_PROBABILITY: Final = "mlp_prediction_delay_probability"
+STALE_PREDICTIONS: Final = "mlp_stale_predictions_total"
 
 DRIFT_METRICS: Final = frozenset(
     {
@@ -82,7 +88,7 @@ DRIFT_METRICS: Final = frozenset(
     }
 )
 SERVING_METRICS: Final = frozenset(
-    {REQUESTS, REQUEST_LATENCY, REQUEST_ERRORS, PREDICTION, PREDICTION_PROBABILITY}
+    {REQUESTS, REQUEST_LATENCY, REQUEST_ERRORS, PREDICTION, PREDICTION_PROBABILITY, STALE_PREDICTIONS}
 )
 #: Every metric name of the platform as Prometheus stores it (counters with their ``_total``;
 #: histograms by base name, without ``_bucket``/``_sum``/``_count``).
@@ -112,6 +118,7 @@ class ServingMetrics:
     request_errors: Counter
     prediction: Histogram
     prediction_probability: Histogram
+    stale_predictions: Counter
 
     def observe_request(self, *, model_version: str, endpoint: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
@@ -126,6 +133,10 @@ class ServingMetrics:
         """Record one prediction of both heads."""
         self.prediction.labels(model_version=model_version).observe(delay_minutes)
         self.prediction_probability.labels(model_version=model_version).observe(probability)
+
+    def observe_stale(self, *, model_version: str, endpoint: str, count: int = 1) -> None:
+        """Count predictions answered with ``stale: true`` (features older than the budget)."""
+        self.stale_predictions.labels(model_version=model_version, endpoint=endpoint).inc(count)
 
 
 def serving_metrics(registry: CollectorRegistry) -> ServingMetrics:
@@ -163,6 +174,12 @@ def serving_metrics(registry: CollectorRegistry) -> ServingMetrics:
             ("model_version",),
             registry=registry,
             buckets=PROBABILITY_BUCKETS,
+        ),
+        stale_predictions=Counter(
+            STALE_PREDICTIONS,
+            "Predictions answered with stale online features (departure beyond the freshness budget).",
+            ("model_version", "endpoint"),
+            registry=registry,
         ),
     )
 

@@ -43,6 +43,7 @@ from ml_platform.lib.online.snapshot import (
     UTC_DATETIME,
     WEATHER_FRAME_COLUMNS,
     OnlineSnapshot,
+    SnapshotRef,
     column_of,
     epoch_us,
     key_expr,
@@ -208,6 +209,24 @@ def online_features(requests: pl.DataFrame, store: OnlineStore) -> pl.DataFrame:
         OnlineStoreError: the store is unreachable or holds no snapshot.
     """
     return store.lookup(requests)
+
+
+@dataclass(frozen=True)
+class ServedFeatures:
+    """The features of a batch and the snapshot that answered it (one snapshot per lookup)."""
+
+    features: pl.DataFrame
+    snapshot: SnapshotRef
+
+
+def served_features(requests: pl.DataFrame, store: OnlineStore) -> ServedFeatures:
+    """:func:`online_features`, plus which snapshot answered (read in the lookup's own transaction).
+
+    Raises:
+        InvalidRequest: see :func:`normalize_requests`.
+        OnlineStoreError: the store is unreachable or holds no snapshot.
+    """
+    return store.lookup_served(requests)
 
 
 # -- what the stores share: the request batch, what they found, the assembly -------------------

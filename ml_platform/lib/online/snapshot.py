@@ -107,6 +107,23 @@ class OnlineSnapshot:
         return [(row[0], int(row[1]), tuple(row[2:])) for row in frame.iter_rows()]
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotRef:
+    """Which snapshot answered a lookup: what a prediction-log line records of it.
+
+    ``content_hash`` is :meth:`OnlineSnapshot.content_hash`, which the ``online_features``
+    materialization that wrote the snapshot records (``online/content_hash``) and publishes as its
+    data version; ``day`` is that materialization's partition. ``written_at`` tells two writes of
+    the same content apart (the store sets it when the snapshot is written).
+    """
+
+    day: date
+    #: The aggregates' cutoff: the "as of" of every lookup answered from this snapshot.
+    aggregates_as_of: datetime
+    content_hash: str
+    written_at: datetime
+
+
 @dataclass(frozen=True)
 class SnapshotInfo:
     """What a store says about the snapshot it holds."""
@@ -117,3 +134,8 @@ class SnapshotInfo:
     observations: int
     content_hash: str
     written_at: datetime
+
+    @property
+    def ref(self) -> SnapshotRef:
+        """The snapshot's identity, as a lookup reports it."""
+        return SnapshotRef(self.day, self.aggregates_as_of, self.content_hash, self.written_at)

@@ -55,6 +55,7 @@ from ml_platform.lib.online.features import (
     Found,
     Observation,
     RequestBatch,
+    ServedFeatures,
     Values,
     as_of_index,
     assemble_features,
@@ -65,6 +66,7 @@ from ml_platform.lib.online.snapshot import (
     KINDS,
     OnlineSnapshot,
     SnapshotInfo,
+    SnapshotRef,
     epoch_us,
     from_epoch_us,
 )
@@ -91,10 +93,13 @@ class OnlineStore(Protocol):
 
         Raises:
             InvalidRequest: a request column is missing, null or of the wrong type.
-
-        Raises:
             OnlineStoreError: the store is unreachable or holds no snapshot.
         """
+        ...
+
+    def lookup_served(self, requests: pl.DataFrame) -> ServedFeatures:
+        """:meth:`lookup`'s features and the snapshot that answered them, read in the same
+        transaction (a write in between cannot make the two disagree)."""
         ...
 
     def describe(self) -> str:
@@ -155,6 +160,19 @@ def _info(fields: dict[str, str]) -> SnapshotInfo:
         observations=int(fields["observations"]),
         content_hash=fields["content_hash"],
         written_at=from_epoch_us(int(fields["written_at_us"])),
+    )
+
+
+def _ref(
+    day: str | bytes, as_of_us: str | bytes | int, content_hash: str | bytes, written_at_us: str | bytes | int
+) -> SnapshotRef:
+    """The :class:`SnapshotRef` of a held snapshot's stored fields (Redis bytes or sqlite values)."""
+    text = [v.decode() if isinstance(v, bytes) else v for v in (day, content_hash)]
+    return SnapshotRef(
+        day=date.fromisoformat(text[0]),
+        aggregates_as_of=from_epoch_us(int(as_of_us)),
+        content_hash=text[1],
+        written_at=from_epoch_us(int(written_at_us)),
     )
 
 
@@ -304,26 +322,29 @@ class RedisOnlineStore:
         )
 
     def lookup(self, requests: pl.DataFrame) -> pl.DataFrame:
+        return self.lookup_served(requests).features
+
+    def lookup_served(self, requests: pl.DataFrame) -> ServedFeatures:
         batch = RequestBatch.of(requests)
         keys = [(kind, key) for kind in KINDS for key in batch.unique_keys(kind)]
         spans = batch.departure_spans()
         # one MULTI/EXEC round trip: the meta, every aggregate key (one MGET), and per origin the
         # observations that can precede one of its departures within the tolerance
         pipe = self._client.pipeline(transaction=True)
-        pipe.hmget(self.meta_key, ["day", "as_of_us", "layout"])
+        pipe.hmget(self.meta_key, ["day", "as_of_us", "layout", "content_hash", "written_at_us"])
         if keys:
             pipe.mget([self.agg_key(kind, key) for kind, key in keys])
         for origin, (low, high) in spans.items():
             pipe.zrangebyscore(self.weather_key(origin), low, f"({high}")
         with self._errors("lookup", f"{self.meta_key} and {len(keys) + len(spans)} keys"):
             replies = pipe.execute()
-        (day, as_of, layout), *rest = replies
+        (day, as_of, layout, content_hash, written_at), *rest = replies
         if day is None:
             raise OnlineStoreError(
                 f"online store {self.describe()}: no snapshot ({self.meta_key} is missing);"
                 " materialize online_features"
             )
-        if layout is None or layout.decode() != LAYOUT:
+        if layout is None or layout.decode() != LAYOUT or content_hash is None or written_at is None:
             raise OnlineStoreError(
                 f"online store {self.describe()}: the snapshot in {self.meta_key} was written with another"
                 " layout (another version of ml_platform); rematerialize online_features"
@@ -336,7 +357,10 @@ class RedisOnlineStore:
         for origin, members in zip(spans, rest, strict=True):
             for departure, observation in _redis_observations(members, wanted[origin]).items():
                 weather[(origin, departure)] = observation
-        return assemble_features(batch, Found(int(as_of), aggregates, weather))
+        return ServedFeatures(
+            assemble_features(batch, Found(int(as_of), aggregates, weather)),
+            _ref(day, as_of, content_hash, written_at),
+        )
 
     def info(self) -> SnapshotInfo | None:
         with self._errors("info", self.meta_key):
@@ -480,12 +504,15 @@ class EmbeddedOnlineStore:
             raise OnlineStoreError(f"online store {self.describe()}: write (snapshot) failed: {exc}") from exc
 
     def lookup(self, requests: pl.DataFrame) -> pl.DataFrame:
+        return self.lookup_served(requests).features
+
+    def lookup_served(self, requests: pl.DataFrame) -> ServedFeatures:
         batch = RequestBatch.of(requests)
         conn = self._connect(create=False)
         try:
             conn.execute("BEGIN")  # one read transaction: the whole batch sees one snapshot
             try:
-                meta = _snapshot_row(conn, "as_of_us, layout")
+                meta = _snapshot_row(conn, "as_of_us, layout, day, content_hash, written_at_us")
                 if meta is None:
                     raise OnlineStoreError(
                         f"online store {self.describe()}: no snapshot (table snapshot is empty or"
@@ -525,7 +552,10 @@ class EmbeddedOnlineStore:
             raise OnlineStoreError(
                 f"online store {self.describe()}: lookup (snapshot) failed: {exc}"
             ) from exc
-        return assemble_features(batch, Found(int(meta[0]), aggregates, weather))
+        return ServedFeatures(
+            assemble_features(batch, Found(int(meta[0]), aggregates, weather)),
+            _ref(meta[2], meta[0], meta[3], meta[4]),
+        )
 
     def info(self) -> SnapshotInfo | None:
         if not self.path.exists():

@@ -17,6 +17,10 @@ A line (every key always written; ``null`` where a value is unknown)::
      "model_name": "delay_model", "model_version": "3",
      "bento_tag": "delay_service:v3-0123456789ab",   # the Bento that served it (null: not a Bento)
      "latency_ms": 1.87,           # request received -> prediction ready (the handler's view)
+     "online_snapshot_day": "2013-01-15",              # the online snapshot that answered: its day,
+     "online_snapshot_hash": "9f2c...",                # content hash (= its data version)
+     "online_snapshot_written_at": "2013-01-15T05:31:02.1+00:00",   # and when the store got it
+     "stale": false,               # the departure is beyond the feature-freshness budget
      "request": {"carrier": "B6", "flight": 725, "origin": "JFK", "dest": "BQN",
                  "scheduled_departure": "2013-01-15T15:45:00+00:00", "distance": 1576.0},
      "features": {...},            # the row the model scored: every online_features column
@@ -32,6 +36,15 @@ audit from a request id to the Bento, then to its model version, run and data (`
 <request id>``, docs/lineage.md). Lines written before the key existed lack it: they are read with
 a null ``bento_tag``, not quarantined.
 
+``online_snapshot_*`` name the ``online_features`` snapshot the features came from, as the store
+reported it in the lookup's own transaction: its day (the materialization's partition), its
+content hash (which that materialization records as ``online/content_hash`` and publishes as its
+data version) and when it was written to the store (two writes of the same content differ only
+there). ``mlp lineage <request id>`` follows them to that materialization, never to "the latest".
+``stale`` is the answer's flag: the departure lies more than the feature-freshness budget after the
+snapshot's cutoff (:mod:`ml_platform.lib.online.freshness`). Lines written before these keys existed
+lack them and read null, like ``bento_tag``.
+
 Writing never delays or fails a request: the handler only appends records to a buffer (the
 feature row is converted to JSON later, in the writer); a background thread writes the buffer
 every ``flush_seconds``, or as soon as it holds ``flush_lines`` records, and :meth:`close` writes
@@ -44,7 +57,7 @@ at the moment it is read: a writer may be appending to it, and a half-written la
 a later read (its bytes are reported as ``pending_bytes``, never parsed). Per file it records the
 name, the bytes read, the lines and the sha256 of exactly those bytes, so an auditor can re-read
 the same prefix of the file and check it. Each line is checked and flattened into one row of
-:data:`LOG_SCHEMA`; a line that is not valid JSON, lacks a key (``bento_tag`` excepted, see above),
+:data:`LOG_SCHEMA`; a line that is not valid JSON, lacks a key (those added later excepted, see above),
 carries a value of the wrong type or a flight of another day is *quarantined*
 (:data:`QUARANTINE_SCHEMA`: file, line number, byte offset, reason and the raw line), never dropped.
 """
@@ -69,6 +82,7 @@ import polars as pl
 
 from ml_platform.lib.features.transforms import LOCAL_TZ
 from ml_platform.lib.online.features import FEATURE_SCHEMA, REQUEST_COLUMNS, REQUEST_SCHEMA
+from ml_platform.lib.online.snapshot import SnapshotRef
 from ml_platform.lib.training.data import INPUT_COLUMNS
 
 _LOCAL_TZ: Final = ZoneInfo(LOCAL_TZ)
@@ -102,6 +116,10 @@ class LogRecord:
     row: int
     predicted_arr_delay: float
     delay_probability: float
+    #: The online snapshot that answered; None where unknown (written as nulls).
+    snapshot: SnapshotRef | None = None
+    #: The departure is beyond the feature-freshness budget; None where unknown.
+    stale: bool | None = None
 
     def flight_day(self) -> date:
         """The day whose file the line goes to: its flight's day (:func:`flight_day`).
@@ -121,6 +139,7 @@ class LogRecord:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON object of the line."""
+        snapshot = self.snapshot
         return {
             "logged_at": self.logged_at,
             "request_id": self.request_id,
@@ -130,6 +149,10 @@ class LogRecord:
             "model_version": self.model_version,
             "bento_tag": self.bento_tag,
             "latency_ms": self.latency_ms,
+            "online_snapshot_day": None if snapshot is None else snapshot.day,
+            "online_snapshot_hash": None if snapshot is None else snapshot.content_hash,
+            "online_snapshot_written_at": None if snapshot is None else snapshot.written_at,
+            "stale": self.stale,
             "request": dict(self.request),
             "features": self.features.row(self.row, named=True),
             "prediction": {
@@ -272,7 +295,13 @@ TOP_SCHEMA: Final[dict[str, pl.DataType]] = {
     "model_version": pl.String(),
     "bento_tag": pl.String(),
     "latency_ms": pl.Float64(),
+    "online_snapshot_day": pl.Date(),
+    "online_snapshot_hash": pl.String(),
+    "online_snapshot_written_at": pl.Datetime("us", "UTC"),
+    "stale": pl.Boolean(),
 }
+#: The keys naming the online snapshot that answered (what ``mlp lineage`` follows).
+SNAPSHOT_COLUMNS: Final = ("online_snapshot_day", "online_snapshot_hash", "online_snapshot_written_at")
 #: The model's inputs not already in the request, plus the feature row's day, weather time and cutoff.
 FEATURE_LOG_COLUMNS: Final = (
     "flight_date",
@@ -301,6 +330,8 @@ NOT_PROFILED: Final = (
     "index",
     "model_name",
     "bento_tag",
+    *SNAPSHOT_COLUMNS,
+    "stale",
     *SOURCE_COLUMNS,
 )
 #: The reason column of a quarantined line (the name validation's quarantine tables use).
@@ -315,10 +346,10 @@ QUARANTINE_SCHEMA: Final[dict[str, pl.DataType]] = {
 }
 #: Top-level values that may be null (unknown); every other top-level, request and prediction value
 #: is required. Feature values may be null (no recent weather, a key the online store did not know).
-_NULLABLE_TOP: Final = frozenset({"latency_ms", "bento_tag"})
+_NULLABLE_TOP: Final = frozenset({"latency_ms", "bento_tag", *SNAPSHOT_COLUMNS, "stale"})
 #: Top-level keys added after the first lines were written: a line without one (an older log file)
 #: reads as null there, and is not quarantined.
-_OPTIONAL_TOP: Final = frozenset({"bento_tag"})
+_OPTIONAL_TOP: Final = frozenset({"bento_tag", *SNAPSHOT_COLUMNS, "stale"})
 #: Longest raw line kept in the quarantine (a runaway line is cut, its reason says so).
 MAX_RAW_CHARS: Final = 65_536
 
@@ -543,6 +574,9 @@ def _value(section: Mapping[str, Any], name: str, where: str, dtype: pl.DataType
             if moment.tzinfo is None:
                 raise MalformedLine(f"{where}: a datetime without offset ({value[:40]!r})")
             return moment.astimezone(UTC)
+    elif dtype == pl.Boolean:
+        if isinstance(value, bool):
+            return value
     elif dtype == pl.Date:
         if isinstance(value, str):
             try:

@@ -13,6 +13,12 @@ same network; ``ml_platform_tests/serving/test_scoring.py`` checks that the arra
 ``Preprocessor.encode``'s and the predictions to ``predict_frame``'s on real feature days. A spec
 whose numeric columns differ from the ones this code knows falls back to ``predict_frame``.
 
+Each :class:`ScoredFlight` names the online snapshot that answered its batch (day, content hash,
+written at: :class:`~ml_platform.lib.online.snapshot.SnapshotRef`, read in the lookup's own
+transaction) and whether its features were *stale*: its departure lies more than the freshness
+budget after the snapshot's cutoff (:mod:`ml_platform.lib.online.freshness`). The flight is still
+scored; the service says so in the answer, the log line and the metrics.
+
 Nothing here touches HTTP or BentoML; the vocabularies the service validates against are the
 model's own (:attr:`Predictor.vocabularies`).
 """
@@ -27,10 +33,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from ml_platform.lib.online.freshness import DEFAULT_BUDGET, is_stale
 from ml_platform.lib.serving.schema import CATEGORICAL_FIELDS, FlightRequest
 from ml_platform.lib.training.data import CATEGORICAL, NUMERIC, WEATHER_MISSING, Encoded, FloatArray
 
 if TYPE_CHECKING:
+    from ml_platform.lib.online.snapshot import SnapshotRef
     from ml_platform.lib.online.store import OnlineStore
     from ml_platform.lib.serving.packaging import ServedModelInfo
     from ml_platform.lib.training.pyfunc import DelayModel
@@ -49,6 +57,10 @@ class ScoredFlight:
     weather_observed_at: datetime | None
     features: pl.DataFrame
     row: int
+    #: The online snapshot that answered (the same for every flight of a batch).
+    snapshot: SnapshotRef
+    #: The departure lies more than the freshness budget after the snapshot's cutoff.
+    stale: bool
 
 
 class DeviceError(RuntimeError):
@@ -141,9 +153,19 @@ class Predictor:
     """One loaded model version and the online store it reads features from."""
 
     def __init__(
-        self, model: DelayModel, info: ServedModelInfo, store: OnlineStore, device: str = "cpu"
+        self,
+        model: DelayModel,
+        info: ServedModelInfo,
+        store: OnlineStore,
+        device: str = "cpu",
+        *,
+        freshness_budget: timedelta = DEFAULT_BUDGET,
     ) -> None:
+        if freshness_budget <= timedelta(0):
+            raise ValueError(f"the feature-freshness budget must be positive, got {freshness_budget}")
         self.model = model
+        #: How far a departure may lie after the snapshot's cutoff before its features are stale.
+        self.freshness_budget = freshness_budget
         self.serving_model = ServingModel(model, device)
         self.info = info
         self.store = store
@@ -181,13 +203,24 @@ class Predictor:
         Raises:
             OnlineStoreError: the store cannot answer.
         """
-        from ml_platform.lib.online.features import online_features
+        from ml_platform.lib.online.features import served_features
 
-        features = online_features(self.request_frame(flights), self.store)
+        served = served_features(self.request_frame(flights), self.store)
+        features, snapshot = served.features, served.snapshot
         delay, probability = self.serving_model.predict(features)
         as_of = features.get_column("aggregates_as_of").to_list()
         observed = features.get_column("weather_observed_at").to_list()
+        cutoff, budget = snapshot.aggregates_as_of, self.freshness_budget
         return [
-            ScoredFlight(float(delay[i]), float(probability[i]), as_of[i], observed[i], features, i)
-            for i in range(features.height)
+            ScoredFlight(
+                float(delay[i]),
+                float(probability[i]),
+                as_of[i],
+                observed[i],
+                features,
+                i,
+                snapshot,
+                is_stale(flight.scheduled_departure, cutoff, budget),
+            )
+            for i, flight in enumerate(flights)
         ]

@@ -27,7 +27,8 @@ Responses: :class:`Prediction` for one flight, :class:`BatchResponse` for a batc
 :class:`Prediction` per flight, in request order). Both carry the request id, the registered model
 name and version that answered, and when the features the service added were valid
 (``features_as_of``: the trailing aggregates' cutoff; ``weather_observed_at``: the weather
-observation used, null when none was recent enough).
+observation used, null when none was recent enough; ``stale``: the departure lies beyond the
+feature-freshness budget after ``features_as_of``, see :mod:`ml_platform.lib.online.freshness`).
 """
 
 from __future__ import annotations
@@ -196,6 +197,12 @@ class Prediction(BaseModel):
     )
     weather_observed_at: datetime | None = Field(
         description="The weather observation used (UTC); null when none was at most 6 h old."
+    )
+    stale: bool = Field(
+        description="True when the flight departs more than the feature-freshness budget"
+        " (MLP_SERVING_FEATURE_FRESHNESS_HOURS, default 30 h) after features_as_of: the online features"
+        " are older than the flight needs (weather null, aggregates days behind). The prediction is still"
+        " made from them; treat it as degraded."
     )
 
 

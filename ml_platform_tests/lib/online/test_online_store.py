@@ -32,6 +32,7 @@ from ml_platform.lib.online import (
     open_online_store,
     redact_url,
 )
+from ml_platform.lib.online.features import served_features
 from ml_platform.lib.online.snapshot import COUNT_FIELDS, FIELDS, KINDS, column_of
 from ml_platform.lib.training.data import INPUT_COLUMNS
 from ml_platform_tests.lib.online.conftest import STORE_PARAMS
@@ -296,6 +297,7 @@ def _check_atomic_replacement(writer_store: Any, reader_store: Any) -> None:
     routes_a = [("UA", "EWR", "ORD"), ("DL", "JFK", "ATL")] + [("UA", "EWR", f"A{i:02d}") for i in range(40)]
     routes_b = [("UA", "EWR", "ORD"), ("AA", "LGA", "MIA")] + [("UA", "EWR", f"B{i:02d}") for i in range(40)]
     versions = {1: snapshot(D, 1, routes_a), 2: snapshot(D, 2, routes_b)}
+    hashes = {v: snap.content_hash() for v, snap in versions.items()}
     writer_store.write(versions[1])
     asked = requests(
         *[(c, o, d, utc(D, 15)) for c, o, d in routes_a[:2] + routes_b[1:2]],
@@ -309,7 +311,8 @@ def _check_atomic_replacement(writer_store: Any, reader_store: Any) -> None:
     def read() -> None:
         try:
             while not stop.is_set():
-                got = online_features(asked, reader_store)
+                served = served_features(asked, reader_store)
+                got = served.features
                 temps = set(got["temp"].to_list())
                 ua = set(got.filter(pl.col("carrier") == "UA")["carrier_flights_7d"].to_list())
                 known = {
@@ -329,6 +332,9 @@ def _check_atomic_replacement(writer_store: Any, reader_store: Any) -> None:
                 expect_ua = {agg_value("carrier", "UA", "flights_7d", version)}
                 if temps != {float(version)} or ua != expect_ua or known != expect_known:
                     mixed.append(f"temps {temps}, UA flights {ua}, known routes {known}")
+                    return
+                if served.snapshot.content_hash != hashes[version]:  # the features' own snapshot
+                    mixed.append(f"version {version}'s features named snapshot {served.snapshot}")
                     return
                 seen[version] += 1
         except BaseException as exc:  # surfaced below
@@ -350,6 +356,25 @@ def _check_atomic_replacement(writer_store: Any, reader_store: Any) -> None:
     assert not errors, errors
     assert not mixed, f"a reader saw a mix of two snapshots: {mixed[0]}"
     assert min(seen.values()) >= 1, f"the reader did not see both snapshots ({seen}, {writes} writes)"
+
+
+def test_a_lookup_names_the_snapshot_that_answered(store):
+    """What a prediction-log line records: the held snapshot's day, cutoff, content hash, write time."""
+    first = snapshot(D, 1)
+    store.write(first)
+    asked = requests(*[(c, o, d, utc(D, 15, 30)) for c, o, d in ROUTES])
+    served = served_features(asked, store)
+    held = store.info()
+    assert held is not None and served.snapshot == held.ref
+    assert served.snapshot.day == D and served.snapshot.aggregates_as_of == cutoff_for(D)
+    assert served.snapshot.content_hash == first.content_hash()
+    assert served.features.equals(online_features(asked, store))
+    # the same day rewritten with other content: another hash, a later write
+    second = snapshot(D, 2)
+    store.write(second)
+    again = served_features(asked, store).snapshot
+    assert again.content_hash == second.content_hash() != first.content_hash()
+    assert again.written_at >= served.snapshot.written_at
 
 
 # -- errors -----------------------------------------------------------------------------------------
