@@ -53,14 +53,26 @@ audit-ui: install  ## the Dagster UI read-only on the same instance (auditors: b
 mlflow-ui: install  ## MLflow UI on the demo's tracking store: runs, registered versions, aliases
 	$(BIN)/mlp mlflow-ui
 
+# The official OpenLineage JSON Schemas (the spec's files at a fixed commit, in shared/ beside the
+# checkout, in CI too): the contract test of ml_platform_tests/lineage/test_openlineage.py validates
+# the exported events against them, and fails under CI=true without them.
+OPENLINEAGE_SPEC_DIR ?= $(abspath ../shared/openlineage-spec)
+SPEC = @test -f "$(OPENLINEAGE_SPEC_DIR)/OpenLineage.json" -a -d "$(OPENLINEAGE_SPEC_DIR)/facets" || { \
+	echo "$(OPENLINEAGE_SPEC_DIR) has no OpenLineage.json and facets/: the official OpenLineage JSON" \
+	"Schemas (../shared/openlineage-spec, see its README) are needed by the contract test;" \
+	"set OPENLINEAGE_SPEC_DIR to a copy of the spec's spec/ folder" >&2; exit 1; }
+
 test: install checkov  ## the suite (CI) without the live-server tests (make test-live) and heavy ones
-	$(BIN)/python -m pytest -m "not heavy and not live" $(PYTEST_ARGS)
+	$(SPEC)
+	OPENLINEAGE_SPEC_DIR="$(OPENLINEAGE_SPEC_DIR)" $(BIN)/python -m pytest -m "not heavy and not live" $(PYTEST_ARGS)
 
 test-live: install  ## the tests that start bentoml serve, the Dagster webserver or Chromium (CI runs them too)
-	$(BIN)/python -m pytest -m "live and not heavy" $(PYTEST_ARGS)
+	$(SPEC)
+	OPENLINEAGE_SPEC_DIR="$(OPENLINEAGE_SPEC_DIR)" $(BIN)/python -m pytest -m "live and not heavy" $(PYTEST_ARGS)
 
 test-all: install checkov
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(SPEC)
+	OPENLINEAGE_SPEC_DIR="$(OPENLINEAGE_SPEC_DIR)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install  ## ruff on everything, mypy --strict on the pure lib code
 	$(BIN)/ruff check ml_platform ml_platform_tests benchmarks
