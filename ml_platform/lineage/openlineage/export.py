@@ -69,7 +69,8 @@ _FAILED_RUN_EVENT_TYPES = {
 
 
 class OpenLineageExportError(RuntimeError):
-    """An event could not be emitted; the message names the materialization and the target."""
+    """An event could not be emitted, or what it must carry could not be read; the message names the
+    materialization and the target (or the store that could not be read)."""
 
 
 @dataclass
@@ -142,7 +143,8 @@ def export_openlineage(
 
     Raises:
         OpenLineageValidationError: an event does not validate (what came before it was emitted).
-        OpenLineageExportError: the transport failed (what came before it was emitted).
+        OpenLineageExportError: the transport failed (what came before it was emitted), or the
+            registry's audit log that approvals name cannot be read (nothing of that batch is emitted).
         ExportBusy: another export held the lock for ``lock_timeout_s``.
     """
     config, partitions = _configure(settings_or_config, partitions)
@@ -628,28 +630,38 @@ class _Resolver:
 def _audit(
     config: OpenLineageConfig, records: Sequence[dg.EventLogRecord]
 ) -> tuple[dict[str, AuditRecord], bool | None]:
-    """The audit-log events the batch names (``registry/audit_event``), and whether the log verifies."""
-    wanted = {
-        str(event_id)
-        for r in records
-        if r.asset_materialization is not None and (event_id := rec.value(r, keys.REGISTRY_EVENT)) is not None
-    }
+    """The audit-log events the batch names (``registry/audit_event``), and whether the log verifies.
+
+    Raises:
+        OpenLineageExportError: the log cannot be read (or checked): the approvals would lose who
+            decided and when, so nothing of the batch is emitted and the cursor stays; the message
+            names the table, the materializations that need it and the cause. A log that reads but
+            fails its hash-chain check is a state, recorded as ``auditVerified: false``.
+    """
+    wanted: dict[str, str] = {}
+    for r in records:
+        mat = r.asset_materialization
+        if mat is not None and (event_id := rec.value(r, keys.REGISTRY_EVENT)) is not None:
+            label = mat.asset_key.to_user_string() + (f"[{mat.partition}]" if mat.partition else "")
+            wanted.setdefault(str(event_id), f"{label}@{r.storage_id}")
     if not wanted:
         return {}, None
     from ml_platform.lib.registry.audit import AuditIntegrityError, AuditLog
 
     log = AuditLog(config.audit_table)
+    verified = True
     try:
         events = [e for e in log.events() if e.event_id in wanted]
-    except Exception:  # an unreadable log: the approvals say who decided only when it can be read
-        return {}, None
-    try:
-        log.verify()
-        verified: bool | None = True
-    except AuditIntegrityError:
-        verified = False
-    except Exception:
-        verified = None
+        try:
+            log.verify()
+        except AuditIntegrityError:
+            verified = False
+    except Exception as exc:
+        needing = ", ".join(sorted(set(wanted.values())))
+        raise OpenLineageExportError(
+            f"cannot read the registry's audit log {config.audit_table}, which the approvals of"
+            f" {needing} name (registry/audit_event): {type(exc).__name__}: {exc}"
+        ) from exc
     return {
         e.event_id: AuditRecord(
             event_id=e.event_id,
