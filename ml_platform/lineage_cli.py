@@ -341,6 +341,35 @@ def _layer(parent: Tree, title: str, nodes: Sequence[PartitionNode | Missing], s
             branch.add(_partition_line(node))
 
 
+def _online_features(root: Tree, chain: LineageChain) -> None:
+    """The request's hop to the ``online_features`` materialization(s) whose snapshot answered it."""
+    from ml_platform.lineage.model import Missing
+    from ml_platform.lineage.trace import RequestChain
+
+    if not isinstance(chain, RequestChain):
+        return
+    for hop in chain.online_features:
+        if isinstance(hop, Missing):
+            root.add(_missing(hop))
+            continue
+        stale = (
+            f"  [yellow]stale: {hop.stale_lines} of {len(hop.lines)} line(s)[/]" if hop.stale_lines else ""
+        )
+        node = root.add(
+            f"[bold]online features[/] {_mat(hop.materialization)}  snapshot {_short(hop.content_hash)}"
+            f" as of {hop.aggregates_as_of}, written {hop.written_at}"
+            f"{'' if hop.served is not False else ' [yellow](recorded as not served)[/]'}{stale}"
+            f"\n[dim]answered {', '.join(escape(x) for x in hop.lines)}[/]"
+        )
+        for entry in hop.upstream:
+            node.add(
+                f"[dim]<- {entry.get('table')}[{entry.get('partition')}]"
+                f" v{entry.get('table_version')} data {_short(str(entry.get('content_hash')))}[/]"
+            )
+        if hop.same_content_also:
+            node.add(f"[dim]same content also recorded by {', '.join(hop.same_content_also)}[/]")
+
+
 def chain_tree(chain: LineageChain, show_all: bool) -> Tree:
     from ml_platform.lineage.model import DeploymentHop, Missing, ModelHop, RunHop
 
@@ -373,6 +402,7 @@ def chain_tree(chain: LineageChain, show_all: bool) -> Tree:
                 f" P {line.prediction.get('delay_probability')}  by {line.model_name} v{line.model_version}"
                 f"  {collected}"
             )
+    _online_features(root, chain)
     if isinstance(chain.served_by, Missing):
         root.add(_missing(chain.served_by))
     elif chain.served_by is not None:

@@ -11,6 +11,12 @@ Every link is read from what was recorded, following the exact record the downst
   ``lineage/source`` read that line) -> the line's ``bento_tag``, the Bento that served it, then as
   from that Bento; a line without one (logged before the service recorded it, or served from
   source) -> its ``model_name``/``model_version``, with the Bento a missing hop;
+* beside it, a request id -> the ``online_features`` materialization whose snapshot answered it:
+  the line's ``online_snapshot_day`` (the partition) and ``online_snapshot_hash`` (recorded as
+  ``online/content_hash``, the materialization's data version); of several materializations of that
+  content, the first recorded at or after the line's ``online_snapshot_written_at`` (the run that
+  wrote what the store held), the others listed. Its ``lineage/upstream`` names the feature and
+  weather partitions the snapshot was built from;
 * the desired state -> the ``delay_bento`` partition and run that built the served Bento;
 * a Bento tag -> the ``delay_bento`` materialization that recorded it -> its ``lineage/upstream``
   names the ``delay_model`` partition and run (and the evaluation and promotion runs);
@@ -27,6 +33,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -41,6 +49,7 @@ from ml_platform.lineage.model import (
     Evaluation,
     LineageChain,
     LineageError,
+    Materialization,
     Missing,
     ModelHop,
     PartitionNode,
@@ -65,6 +74,7 @@ from ml_platform.lineage.sources import (
 if TYPE_CHECKING:
     from ml_platform.settings import PlatformSettings
 
+ONLINE_FEATURES = "online_features"
 DELAY_MODEL = "delay_model"
 EVALUATION = "model_evaluation"
 PROMOTION = "model_promotion"
@@ -82,6 +92,35 @@ CHECKS: dict[str, tuple[str, ...]] = {
 }
 DEPLOYMENT_NAMES = ("deployment", "deployed", "served")
 _VERSION = re.compile(r"^v?(\d+)$")
+
+
+@dataclass(frozen=True)
+class OnlineFeaturesHop:
+    """The ``online_features`` snapshot a request's features came from, and the materialization
+    that wrote it (request start only; one per distinct snapshot the request's lines name)."""
+
+    #: What the log lines recorded: the snapshot's day, content hash and write time.
+    day: str
+    content_hash: str
+    written_at: str | None
+    #: The lines answered from it (``<day>/<file>:<line>``) and how many of them were stale.
+    lines: list[str]
+    stale_lines: int
+    materialization: Materialization
+    #: What the materialization recorded: whether the store held its day after the write, its
+    #: aggregates' cutoff, and the partitions it was built from (``lineage/upstream``).
+    served: bool | None
+    aggregates_as_of: str | None
+    upstream: list[dict[str, Any]]
+    #: Other materializations of the same day that recorded the same content.
+    same_content_also: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RequestChain(LineageChain):
+    """:class:`LineageChain` of a request id, with the hop to the online features that served it."""
+
+    online_features: list[OnlineFeaturesHop | Missing] = field(default_factory=list)
 
 
 def trace(
@@ -222,8 +261,9 @@ class _Tracer:
             )
         versions = sorted({(str(f.data.get("model_name")), str(f.data.get("model_version"))) for f in lines})
         name, version = versions[0]
-        chain = LineageChain(Start("request", request_id, f"{name} v{version}"), name)
+        chain = RequestChain(Start("request", request_id, f"{name} v{version}"), name)
         chain.prediction = PredictionHop(request_id, found_in, self._prediction_lines(lines))
+        chain.online_features = self._online_features(chain, request_id, lines)
         if len(versions) > 1:
             chain.check(
                 "one model answered the request",
@@ -317,6 +357,84 @@ class _Tracer:
                 )
             )
         return out
+
+    # ---------------------------------------------------------------------- online features
+
+    def _online_features(
+        self, chain: LineageChain, request_id: str, lines: Sequence[FoundLine]
+    ) -> list[OnlineFeaturesHop | Missing]:
+        """The ``online_features`` materialization of each snapshot the lines name (see the module doc)."""
+        from ml_platform.defs.serving.online import ONLINE_AS_OF, ONLINE_CONTENT_HASH, ONLINE_SERVED
+
+        named: dict[tuple[str, str, str | None], list[FoundLine]] = {}
+        unnamed: list[str] = []
+        for found in lines:
+            day, content = found.data.get("online_snapshot_day"), found.data.get("online_snapshot_hash")
+            if day is None or content is None:
+                unnamed.append(f"{found.day}/{found.file}:{found.line}")
+                continue
+            written = found.data.get("online_snapshot_written_at")
+            named.setdefault((str(day), str(content), None if written is None else str(written)), []).append(
+                found
+            )
+        hops: list[OnlineFeaturesHop | Missing] = []
+        if unnamed:
+            hops.append(
+                chain.note(
+                    Missing(
+                        ONLINE_FEATURES,
+                        f"request {request_id} ({', '.join(unnamed)})",
+                        "the prediction log line records no online snapshot (online_snapshot_day and"
+                        " online_snapshot_hash: a line logged before the service recorded them); which"
+                        " online_features materialization served it is unknown, none is picked",
+                    )
+                )
+            )
+        recorded = rec.fetch(self.instance, ONLINE_FEATURES, partitions={day for day, _, _ in named})
+        for (day, content, written), found in sorted(named.items()):
+            where = [f"{f.day}/{f.file}:{f.line}" for f in found]
+            of_day = [r for r in recorded if r.asset_materialization.partition == day]  # type: ignore[union-attr]
+            same = [r for r in of_day if rec.text(r, ONLINE_CONTENT_HASH) == content]
+            if not same:
+                seen = sorted({h[:12] for r in of_day if (h := rec.text(r, ONLINE_CONTENT_HASH))})
+                hops.append(
+                    chain.note(
+                        Missing(
+                            ONLINE_FEATURES,
+                            f"{ONLINE_FEATURES}[{day}] content {content[:12]} (request {request_id})",
+                            f"no {ONLINE_FEATURES} materialization of {day} recorded the content hash the"
+                            f" log line names (recorded: {', '.join(seen) or 'none of that day'})",
+                            candidates=[rec.materialization(r).id for r in of_day],
+                        )
+                    )
+                )
+                continue
+            record = _writer_of(same, written)
+            upstream = rec.upstream_entries(record) or []
+            served = rec.value(record, ONLINE_SERVED)
+            hops.append(
+                OnlineFeaturesHop(
+                    day=day,
+                    content_hash=content,
+                    written_at=written,
+                    lines=where,
+                    stale_lines=sum(f.data.get("stale") is True for f in found),
+                    materialization=rec.materialization(record),
+                    served=None if served is None else bool(served),
+                    aggregates_as_of=rec.text(record, ONLINE_AS_OF),
+                    upstream=upstream,
+                    same_content_also=[
+                        rec.materialization(r).id for r in same if r.storage_id != record.storage_id
+                    ],
+                )
+            )
+            chain.check(
+                "the online_features materialization's data version is the logged snapshot hash",
+                rec.materialization(record).data_version == content,
+                f"{rec.materialization(record).id} records data version"
+                f" {rec.materialization(record).data_version}; the log line names {content}",
+            )
+        return hops
 
     # ------------------------------------------------------------------------------- bentos
 
@@ -971,6 +1089,19 @@ class _Tracer:
             log_error=log_error,
             materializations=materializations,
         )
+
+
+def _writer_of(same: Sequence[dg.EventLogRecord], written_at: str | None) -> dg.EventLogRecord:
+    """Of the materializations that recorded one snapshot's content (oldest first), the one that wrote
+    what the store held at ``written_at``: the first recorded at or after that write (its event follows
+    the write). Without a write time (or with a clock that disagrees), the first one: the content is
+    the same, the others are listed beside it."""
+    if written_at is not None:
+        moment = datetime.fromisoformat(written_at).timestamp()
+        after = [r for r in same if r.timestamp >= moment]
+        if after:
+            return after[0]
+    return same[0]
 
 
 def deployments_of(

@@ -1,15 +1,20 @@
 """One small, really materialized graph for the lineage tests (~45 s, once per session).
 
-* ``daily_data_job``'s raw, validated and feature layers over 2013-01-01..2013-01-27 (three range
-  runs, as ``mlp demo`` runs them), so the first model week, 2013-01-21, has its two-week training
-  window (2013-01-07..20) and its holdout week (2013-01-21..27);
+* ``daily_data_job``'s raw, validated and feature layers over 2013-01-01..2013-01-27 (range runs,
+  as ``mlp demo`` runs them), then the feature profiles and the online snapshots, so the first model
+  week, 2013-01-21, has its two-week training window (2013-01-07..20) and its holdout week
+  (2013-01-21..27);
 * ``weekly_model_job`` for 2013-01-21: trains and registers v1, evaluates, promotes it to champion
   and builds its Bento (``bentoml build``);
+* the champion's monitoring of 2013-01-22: ``drift_report``, ``flight_delay_predictions`` and
+  ``live_performance`` (each records the delay_model run, the last the evaluation, it used);
 * ``deploy_job``: the ``deployment`` asset writes the desired state (no supervisor runs, so the
   supervisor's ``deploy`` event is appended to the deployment log as it would append it);
 * two served predictions of flights of 2013-01-22 written by :class:`PredictionLog` as the served
   Bento writes them (their ``bento_tag`` is the week's Bento), the first one collected by
-  ``prediction_log[2013-01-22]`` and the second one not yet;
+  ``prediction_log[2013-01-22]`` and the second one not yet; each names the online snapshot that
+  answered it: ``online_features[2013-01-22]`` is materialized before each (two runs, the same
+  content, two writes to the store), so the two lines name two materializations of one hash;
 * then raw_weather[2013-01-10] re-ingested with an injected +15 °C shift, and its validated day and
   the feature days 2013-01-10/11 rematerialized (one-partition runs): their newest versions are not
   the ones the model read, so a trace that took "the latest" would be caught.
@@ -32,7 +37,9 @@ from typer.testing import CliRunner
 from ml_platform.definitions import DATA_JOB, MODEL_JOB, MONITORING_JOB, build_definitions
 from ml_platform.demo import days
 from ml_platform.lib.deploy.events import DeploymentLog
+from ml_platform.lib.online import open_online_store
 from ml_platform.lib.online.features import FEATURE_COLUMNS, FEATURE_SCHEMA, REQUEST_COLUMNS
+from ml_platform.lib.online.snapshot import SnapshotRef
 from ml_platform.lib.serving.prediction_log import LogRecord, PredictionLog
 from ml_platform.settings import PlatformSettings
 from ml_platform_tests.conftest import QUIET, failure_messages
@@ -74,6 +81,8 @@ class LineageWorld:
     #: A request collected by prediction_log[LOG_DAY], and one logged after it.
     collected_request: str
     pending_request: str
+    #: The run ids of the two online_features[LOG_DAY] materializations that served them.
+    online_runs: tuple[str, str]
 
 
 def _layers(
@@ -97,11 +106,13 @@ def _log(
     row: int,
     bento_tag: str | None,
     folder: Path | None = None,
+    snapshot: SnapshotRef | None = None,
 ) -> None:
     """One prediction of a flight of LOG_DAY, as the served Bento logs it (its own writer, like a pod).
 
     ``bento_tag`` None: as a service served from source, or one older than the key, logged it.
     ``folder``: another log folder than the world's (a test's own lines).
+    The line names the snapshot the world's online store holds now (``snapshot`` overrides it).
     """
     features = (
         pl.read_delta(str(settings.delta_root / "flight_features"))
@@ -110,6 +121,12 @@ def _log(
         .select(FEATURE_COLUMNS)
         .cast(FEATURE_SCHEMA)  # type: ignore[arg-type]
     )
+    if snapshot is None:
+        store = open_online_store(None, settings.online_store_path)
+        held = store.info()
+        store.close()
+        assert held is not None, "materialize online_features before logging"
+        snapshot = held.ref
     writer = PredictionLog(folder or settings.prediction_log_dir, file_stem=f"pod-{request_id}")
     writer.append(
         [
@@ -127,6 +144,8 @@ def _log(
                 row=row,
                 predicted_arr_delay=12.5,
                 delay_probability=0.4,
+                snapshot=snapshot,
+                stale=False,
             )
         ]
     )
@@ -148,7 +167,12 @@ def lineage_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineageW
         _layers(
             data,
             instance,
-            [["raw_flights", "raw_weather"], ["validated_flights", "validated_weather"], ["flight_features"]],
+            [
+                ["raw_flights", "raw_weather"],
+                ["validated_flights", "validated_weather"],
+                ["flight_features"],
+                ["flight_feature_profiles", "online_features"],
+            ],
             tags={
                 "dagster/asset_partition_range_start": span[0],
                 "dagster/asset_partition_range_end": span[-1],
@@ -161,6 +185,12 @@ def lineage_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineageW
         (bento,) = week.asset_materializations_for_node("delay_bento")
         tag = str(bento.metadata["bento/tag"].value)
         version = str(bento.metadata["mlflow/model_version"].value)
+        _layers(
+            defs.resolve_job_def(MONITORING_JOB),
+            instance,
+            [["drift_report", "flight_delay_predictions", "live_performance"]],
+            partition_key=LOG_DAY,
+        )
         deployed = defs.resolve_job_def("deploy_job").execute_in_process(
             instance=instance, run_config=QUIET, raise_on_error=False
         )
@@ -177,6 +207,16 @@ def lineage_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineageW
             actor="supervisor:test",
             detail={"generation": 1, "model_name": MODEL, "bento_partition": WEEK},
         )
+        online = [
+            data.execute_in_process(
+                instance=instance,
+                asset_selection=[dg.AssetKey("online_features")],
+                partition_key=LOG_DAY,
+                run_config=QUIET,
+                raise_on_error=False,
+            )
+        ]
+        assert online[0].success, failure_messages(online[0])
         _log(settings, "req-collected", version, 0, tag)
         collected = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
             partition_key=LOG_DAY,
@@ -186,6 +226,17 @@ def lineage_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineageW
             asset_selection=[dg.AssetKey("prediction_log")],
         )
         assert collected.success, failure_messages(collected)
+        # the same day's snapshot written again (same content, a later write) before the next request
+        online.append(
+            data.execute_in_process(
+                instance=instance,
+                asset_selection=[dg.AssetKey("online_features")],
+                partition_key=LOG_DAY,
+                run_config=QUIET,
+                raise_on_error=False,
+            )
+        )
+        assert online[1].success, failure_messages(online[1])
         _log(settings, "req-pending", version, 1, tag)
         # a later re-ingestion of one raw day with other content: new versions the model never read
         shifted = build_definitions(
@@ -199,7 +250,16 @@ def lineage_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineageW
             partition_key=SHIFTED_DAY,
         )
         _layers(data, instance, [["flight_features"]], partition_key="2013-01-11")
-        yield LineageWorld(root, settings, instance, version, tag, "req-collected", "req-pending")
+        yield LineageWorld(
+            root,
+            settings,
+            instance,
+            version,
+            tag,
+            "req-collected",
+            "req-pending",
+            (online[0].run_id, online[1].run_id),
+        )
 
 
 @pytest.fixture

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import mlflow
 import pytest
+from rich.console import Console
 
 from ml_platform.definitions import build_definitions
 from ml_platform.lib import metadata as keys
+from ml_platform.lib.online.snapshot import SnapshotRef
 from ml_platform.lib.registry.audit import AuditLog
 from ml_platform.lineage import LineageError, Missing, to_json, trace
 from ml_platform.lineage import records as rec
 from ml_platform.lineage.model import LineageChain, PartitionNode
 from ml_platform.lineage.sources import LineageSources
-from ml_platform.lineage.trace import CHECKS
+from ml_platform.lineage.trace import CHECKS, OnlineFeaturesHop, RequestChain
+from ml_platform.lineage_cli import chain_tree
 from ml_platform_tests.conftest import latest
-from ml_platform_tests.lineage.conftest import MODEL, SHIFTED_DAY, WEEK, LineageWorld, _log
+from ml_platform_tests.lineage.conftest import LOG_DAY, MODEL, SHIFTED_DAY, WEEK, LineageWorld, _log
 
 pytestmark = pytest.mark.slow
 
@@ -243,6 +247,98 @@ def test_the_published_rows_lead_to_the_bento_when_the_log_files_are_gone(lineag
     assert "published rows" in chain.prediction.found_in
     assert chain.prediction.lines[0].bento_tag == w.bento_tag
     assert chain.served_by == w.bento_tag and chain.complete
+
+
+def _online_hop(chain: LineageChain) -> OnlineFeaturesHop:
+    assert isinstance(chain, RequestChain)
+    (hop,) = chain.online_features
+    assert isinstance(hop, OnlineFeaturesHop), hop
+    return hop
+
+
+def test_a_request_leads_to_the_online_features_materialization_that_served_it(lineage_world):
+    """#15 item 4: each line names its snapshot (day, content hash, write time); the trace finds the
+    materialization that wrote it. online_features[LOG_DAY] ran twice with the same content: the
+    collected request was answered after the first write, the pending one after the second, so a
+    trace by "the latest" (or by the hash alone) would give both the second."""
+    w = lineage_world
+    first, second = w.online_runs
+    recorded = rec.fetch(w.instance, "online_features", partitions=[LOG_DAY])
+    assert [r.run_id for r in recorded] == [first, second]
+    content = rec.text(recorded[0], "online/content_hash")
+    assert content == rec.text(recorded[1], "online/content_hash")
+
+    collected = trace(w.instance, w.settings, w.collected_request)
+    hop = _online_hop(collected)
+    assert (hop.day, hop.content_hash) == (LOG_DAY, content)
+    assert hop.materialization.run_id == first and hop.materialization.partition == LOG_DAY
+    assert hop.materialization.data_version == content
+    assert hop.same_content_also == [rec.materialization(recorded[1]).id]
+    assert (
+        hop.served is True and hop.stale_lines == 0 and hop.lines == [f"{LOG_DAY}/pod-req-collected.jsonl:1"]
+    )
+    assert hop.aggregates_as_of is not None and hop.aggregates_as_of.startswith(LOG_DAY)
+    assert sorted((e["table"], e["partition"]) for e in hop.upstream) == [
+        ("flight_features", LOG_DAY),
+        ("validated_weather", "2013-01-21"),
+        ("validated_weather", LOG_DAY),
+    ]
+    assert collected.complete and (
+        "the online_features materialization's data version is the logged snapshot hash",
+        True,
+    ) in [(c.name, c.ok) for c in collected.consistency]
+
+    pending = _online_hop(trace(w.instance, w.settings, w.pending_request))
+    assert pending.materialization.run_id == second and pending.content_hash == content
+    # the published rows carry the snapshot too (when the log files are gone)
+    sources = dataclasses.replace(
+        LineageSources.from_settings(w.settings), prediction_log_dir=w.root / "no-files"
+    )
+    from_table = trace(w.instance, sources, w.collected_request)
+    assert _online_hop(from_table).materialization.run_id == first and from_table.complete
+    # the JSON of `mlp lineage <request id> --json` carries the hop, the tree shows it
+    data = to_json(collected)
+    assert data["online_features"][0]["materialization"]["run_id"] == first and data["complete"] is True
+    console = Console(width=400, record=True, file=io.StringIO())
+    console.print(chain_tree(collected, show_all=False))
+    text = console.export_text()
+    assert f"online features online_features[{LOG_DAY}]" in text and f"run {first[:8]}" in text
+    assert f"snapshot {content[:12]}" in text and "same content also recorded by" in text
+
+
+def test_a_snapshot_no_materialization_recorded_is_a_missing_hop_not_the_latest(lineage_world, tmp_path):
+    w = lineage_world
+    held = _online_hop(trace(w.instance, w.settings, w.pending_request))
+    forged = SnapshotRef(
+        day=date.fromisoformat(LOG_DAY),
+        aggregates_as_of=datetime.fromisoformat(str(held.aggregates_as_of)),
+        content_hash="0" * 64,
+        written_at=datetime.fromisoformat(str(held.written_at)),
+    )
+    _log(w.settings, "req-forged", w.version, 2, w.bento_tag, folder=tmp_path, snapshot=forged)
+    chain = trace(w.instance, _own_log(w, tmp_path), "req-forged")
+    (gap,) = chain.online_features
+    assert isinstance(gap, Missing) and gap.hop == "online_features" and gap.on_path
+    assert "no online_features materialization of 2013-01-22 recorded the content hash" in gap.reason
+    assert held.content_hash[:12] in gap.reason and len(gap.candidates) == 2
+    assert not chain.complete and [m for m in chain.missing if m.on_path] == [gap]
+
+
+def test_a_line_logged_before_the_snapshot_keys_leaves_the_online_features_a_missing_hop(
+    lineage_world, tmp_path
+):
+    w = lineage_world
+    _log(w.settings, "req-old", w.version, 2, w.bento_tag, folder=tmp_path)
+    path = next(tmp_path.glob("*/pod-req-old.jsonl"))
+    line = json.loads(path.read_text())
+    for key in ("online_snapshot_day", "online_snapshot_hash", "online_snapshot_written_at", "stale"):
+        del line[key]  # as the service wrote it before lines named their snapshot
+    path.write_text(json.dumps(line) + "\n")
+    chain = trace(w.instance, _own_log(w, tmp_path), "req-old")
+    (gap,) = chain.online_features
+    assert isinstance(gap, Missing) and "records no online snapshot" in gap.reason and gap.candidates == []
+    assert not chain.complete and [m for m in chain.missing if m.on_path] == [gap]
+    assert chain.served_by == w.bento_tag and chain.model.version == w.version  # the rest still follows
 
 
 def test_unknown_starts_are_clear_errors(lineage_world):

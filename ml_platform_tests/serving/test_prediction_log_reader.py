@@ -385,3 +385,17 @@ def test_a_day_published_before_the_snapshot_columns_and_a_day_after_share_the_t
     assert found.data["stale"] is True
     (old,) = find_request_in_table(delta, "req-0")
     assert [old.data[k] for k in new_columns] == [None] * 4
+
+
+def test_the_asset_counts_stale_predictions_and_predictions_per_snapshot(tmp_path: Path) -> None:
+    """What ``prediction_log[D]`` records of a day read with old and new lines."""
+    from ml_platform.defs.serving.prediction_log import _by_snapshot
+
+    folder = tmp_path / DAY.isoformat()
+    folder.mkdir()
+    (folder / "old.jsonl").write_text(_without_snapshot(record(0)))
+    write(tmp_path, [record(1), record(2, stale=True), record(3, stale=True)], stem="new")
+    day = read_day(tmp_path, DAY)
+    assert day is not None
+    assert int(day.frame["stale"].sum()) == 2
+    assert _by_snapshot(day.frame) == {f"{DAY}@{SNAPSHOT.content_hash[:12]}": 3, "unknown": 1}

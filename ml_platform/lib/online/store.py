@@ -8,6 +8,8 @@ A store holds one :class:`~ml_platform.lib.online.snapshot.OnlineSnapshot`, the 
   not roll serving back); the same day replaces it.
 * ``lookup`` answers a batch of requests in one round trip (Redis: one ``MULTI``/``EXEC`` pipeline;
   sqlite: one read transaction), so the whole batch is answered from one snapshot too.
+  ``lookup_served`` also says which: the snapshot's day, cutoff, content hash and write time, read
+  in that same transaction (what a prediction-log line records, and ``mlp lineage`` follows).
 
 Redis layout, under a namespace (default ``mlp``):
 
