@@ -248,9 +248,9 @@ def test_the_commit_is_read_where_the_code_lives(tmp_path, monkeypatch):
     assert git_commit(tmp_path) == "unavailable"  # not a checkout
     (tmp_path / "sub").mkdir()
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    author = ["-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(
-        ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q"]
-        + ["--allow-empty", "-m", "another project"],
+        ["git", "-C", str(tmp_path), *author, "commit", "-q", "--allow-empty", "-m", "another project"],
         check=True,
     )
     assert git_commit(tmp_path / "sub") == "unavailable"  # inside some checkout, not the top of one
