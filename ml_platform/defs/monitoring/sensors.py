@@ -9,12 +9,19 @@ Each tick:
 3. applies the freshness policy: a champion whose training data ends more than
    ``champion_max_age_days`` before the latest data day is a freshness trigger;
 4. finds the current model partition: the newest week whose holdout week is complete, so the
-   retrained model can be judged by the evaluation gates before anything is promoted;
-5. lets :func:`ml_platform.lib.monitoring.retrain.decide` apply the guardrails (defer, cooldown,
-   daily cap, run key) and requests at most one run of the weekly model job;
+   retrained model can be judged by the evaluation gates before anything is promoted; when the
+   records that say whether it is up to date are broken (a training-window partition without its
+   storage keys or not materialized, a model materialization without its lineage), the decision
+   is a **block** naming the asset, partition and metadata key, never a retrain;
+5. lets :func:`ml_platform.lib.monitoring.retrain.decide` apply the guardrails (block, defer,
+   cooldown, daily cap, run key) and requests at most one run of the weekly model job;
 6. records the decision in the monitoring events table, tags the run with its cause, and alerts.
 
 Alerts go out in the tick that sees the evidence, so within one sensor interval of the report.
+
+Cold start: with no data the sensor has nothing to judge; with data but no registered model (so no
+champion) the freshness policy asks for the first model, deferred (reported once) until the first
+model week has a complete holdout week, then requested like any retrain.
 """
 
 import json
@@ -42,6 +49,7 @@ from ml_platform.defs.monitoring.performance import LIVE_DECAY, LIVE_DEGRADED, L
 from ml_platform.defs.monitoring.performance import NAME as LIVE_PERFORMANCE
 from ml_platform.defs.publish import RecordedVersions, latest_materializations
 from ml_platform.lib import metadata as keys
+from ml_platform.lib.storage import PartitionVersion
 from ml_platform.partitions import upstream_keys
 from ml_platform.resources import MlflowResource, MonitoringResource
 
@@ -59,6 +67,8 @@ _ACTIVE = [
 ]
 
 Clock = Callable[[], datetime]
+#: Severity of each retrain decision in the events table and its alert: a block needs a human.
+_SEVERITY: dict[str, Any] = {"request": "warning", "suppress": "info", "defer": "info", "block": "error"}
 
 
 @dataclass(frozen=True)
@@ -103,17 +113,36 @@ def current_target(
     model_code_version: str | None,
     job_name: str,
 ) -> Any:
-    """The newest model week whose holdout week is complete, and whether it is already up to date."""
+    """The newest model week whose holdout week is complete, and whether it is already up to date.
+
+    A broken record (a training-window partition of ``flight_features`` without its storage keys
+    or not materialized, the week's ``delay_model`` materialization without its lineage) makes the
+    target ``broken``, naming the asset, partition and metadata key: the sensor blocks rather than
+    retrains.
+    """
     from ml_platform.lib.monitoring.retrain import Target
 
     parts = build.partitioning
     if data_day is None:
-        return Target(None, False, "no flight_features partition is materialized yet")
-    weeks = [
-        w for w in parts.weekly.get_partition_keys() if date.fromisoformat(w) + timedelta(days=6) <= data_day
-    ]
+        return Target(None, False, f"no {FEATURES} partition is materialized yet")
+    all_weeks = parts.weekly.get_partition_keys()
+    weeks = [w for w in all_weeks if date.fromisoformat(w) + timedelta(days=6) <= data_day]
     if not weeks:
-        return Target(None, False, f"no model week has a complete holdout week by {data_day}")
+        # the same words every tick until it changes: a standing condition is reported once
+        if not all_weeks:
+            return Target(
+                None,
+                False,
+                "no model week lies within the daily partitions: MLP_PARTITION_START..MLP_PARTITION_END"
+                " is shorter than the training window plus a holdout week",
+            )
+        first = date.fromisoformat(all_weeks[0])
+        return Target(
+            None,
+            False,
+            f"no model week is trainable yet: the first, {MODEL}[{first}], needs its holdout week's"
+            f" {FEATURES} through {first + timedelta(days=6)}",
+        )
     week = weeks[-1]
     following = (date.fromisoformat(week) + timedelta(days=13)).isoformat()
     active = instance.get_runs(
@@ -129,11 +158,27 @@ def current_target(
     if mat.tags.get(CODE_VERSION_TAG) != model_code_version:
         return Target(week, False)
     days = upstream_keys(parts.training_window, parts.weekly, week, parts.daily)
+    unjudged = f"cannot tell whether {MODEL}[{week}] is trained from the current {FEATURES}"
     try:
         now_pins = RecordedVersions(instance, dg.AssetKey(FEATURES), days, table=FEATURES).require(days)
-    except dg.Failure:
-        return Target(week, False)
-    trained = {item["partition"]: item["content_hash"] for item in mat.metadata[keys.LINEAGE_UPSTREAM].value}  # type: ignore[union-attr]
+    except dg.Failure as exc:  # a broken record, or a window partition not materialized
+        return Target(week, False, broken=f"{unjudged}: {exc.description}")
+    where = f"{MODEL}[{week}] (materialization of run {record.run_id})"
+    missing = [k for k in (keys.LINEAGE_UPSTREAM, keys.MLFLOW_MODEL_VERSION) if k not in mat.metadata]
+    if missing:
+        return Target(
+            week, False, broken=f"{unjudged}: {where} lacks metadata {', '.join(map(repr, missing))}"
+        )
+    upstream: Any = mat.metadata[keys.LINEAGE_UPSTREAM].value
+    try:
+        trained_pins = [PartitionVersion.from_metadata(item) for item in upstream]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return Target(
+            week,
+            False,
+            broken=f"{unjudged}: {where} has an unreadable {keys.LINEAGE_UPSTREAM!r} entry ({exc!r})",
+        )
+    trained = {p.partition: p.content_hash for p in trained_pins}
     if all(trained.get(p.partition) == p.content_hash for p in now_pins):
         version = mat.metadata[keys.MLFLOW_MODEL_VERSION].value
         return Target(
@@ -307,13 +352,14 @@ def build_retrain_sensor(build: AssetBuild, job_name: str, clock: Clock = utc_no
                 "request": "retrain_requested",
                 "suppress": "retrain_suppressed",
                 "defer": "retrain_deferred",
+                "block": "retrain_blocked",
             }
             events.append(
                 MonitoringEvent(
                     now,
                     kind[decision.action],  # type: ignore[arg-type]
                     decision.triggers[-1].day,
-                    "warning" if decision.action == "request" else "info",
+                    _SEVERITY[decision.action],
                     decision.reason,
                     decision.partition,
                     decision.run_key,
@@ -364,10 +410,12 @@ def _decision_alert(decision: Any, now: datetime, monitoring: MonitoringResource
     """The alert of a retrain decision (only news is alerted: RetrainState.is_news)."""
     from ml_platform.lib.monitoring.notify import Alert
 
-    verb = {"request": "requested", "suppress": "suppressed", "defer": "deferred"}[decision.action]
+    verb = {"request": "requested", "suppress": "suppressed", "defer": "deferred", "block": "blocked"}[
+        decision.action
+    ]
     return Alert(
         title=f"Retrain {verb}: {MODEL}[{decision.partition}]" if decision.partition else f"Retrain {verb}",
-        severity="warning" if decision.action == "request" else "info",
+        severity=_SEVERITY[decision.action],
         text=decision.reason,
         fields={
             "causes": ", ".join(decision.causes),

@@ -22,6 +22,7 @@ EventKind = Literal[
     "retrain_requested",
     "retrain_suppressed",
     "retrain_deferred",
+    "retrain_blocked",
     "alert_failed",
 ]
 _SCHEMA: Final[dict[str, pl.DataType]] = {

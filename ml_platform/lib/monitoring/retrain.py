@@ -5,6 +5,10 @@ The retrain sensor (``ml_platform.defs.monitoring.sensors``) gathers :class:`Tri
 (the newest model partition that can be trained and gated) and calls :func:`decide`, which applies
 the guardrails in order:
 
+0. the target's records cannot be judged (a training-window record that is broken or missing, a
+   model materialization without its lineage): **block**, naming the asset, partition and
+   metadata key. A retrain would fail on the same record, or train from what nobody can vouch
+   for; event triggers wait in the state, as for a deferral, until the record is repaired.
 1. no target, or the target is already trained from the same data by the same code: **defer**.
    A retrain would reproduce the same model; event triggers (drift, degradation) wait in the
    state until a newer partition becomes trainable.
@@ -27,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 Cause = Literal["drift", "degradation", "freshness"]
-Action = Literal["request", "suppress", "defer"]
+Action = Literal["request", "suppress", "defer", "block"]
 #: Causes in order of precedence: the first one names the run key.
 CAUSES: Final[tuple[Cause, ...]] = ("drift", "degradation", "freshness")
 #: Requests kept in the state (for the cooldown and the daily cap).
@@ -67,6 +71,9 @@ class Target:
     up_to_date: bool
     #: Why there is no target, or why it is up to date (shown when deferring).
     reason: str = ""
+    #: What is broken when the target's records cannot be judged (asset, partition, metadata key):
+    #: a retrain is blocked, not requested.
+    broken: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,8 @@ def decide(
     if not triggers:
         return None
     found = tuple(sorted(triggers, key=lambda t: (CAUSES.index(t.cause), t.day)))
+    if target.broken:
+        return RetrainDecision("block", f"retrain blocked: {target.broken}", found, target.partition)
     if target.partition is None or target.up_to_date:
         return RetrainDecision(
             "defer", target.reason or "no model partition to train", found, target.partition
@@ -206,7 +215,7 @@ class RetrainState:
             self.pending = []
             for cause in decision.causes:
                 self.requested[cause] = self.requested.get(cause, 0) + 1
-        elif decision.action == "defer":
+        elif decision.action in ("defer", "block"):
             events = [t for t in decision.triggers if t.cause != "freshness"]  # freshness is re-derived
             self.pending = events[-MAX_PENDING:]
         else:

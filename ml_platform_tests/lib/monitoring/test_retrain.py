@@ -150,6 +150,48 @@ def test_defer_comes_before_the_cooldown() -> None:
     assert decision is not None and decision.action == "defer"
 
 
+BROKEN = Target(
+    PARTITION,
+    False,
+    broken="flight_features[2013-03-20]: materialization (run r1) lacks lineage metadata"
+    " 'storage/content_hash'; rematerialize it",
+)
+
+
+def test_a_broken_record_blocks_instead_of_requesting_and_names_it() -> None:
+    """A target whose records cannot be judged is never retrained: blocked, naming what is broken."""
+    decision = decide([drift(), freshness()], BROKEN, [], NOW, OPEN)
+    assert decision is not None
+    assert decision.action == "block"
+    assert decision.reason == f"retrain blocked: {BROKEN.broken}"
+    assert "flight_features[2013-03-20]" in decision.reason and "'storage/content_hash'" in decision.reason
+    assert decision.partition == PARTITION and decision.run_key is None
+    assert decision.causes == ("drift", "freshness")
+    assert decision.to_dict()["action"] == "block"
+
+
+def test_block_comes_before_every_other_guardrail() -> None:
+    """Broken records block even inside a cooldown or past the daily cap."""
+    policy = RetrainPolicy(timedelta(hours=24), 1)
+    decision = decide([drift()], BROKEN, [requested(NOW - timedelta(hours=1))], NOW, policy)
+    assert decision is not None and decision.action == "block"
+
+
+def test_record_a_block_keeps_event_triggers_until_the_record_is_repaired() -> None:
+    """Drift seen while blocked waits in the state: once the record is repaired, the retrain goes."""
+    state = RetrainState()
+    blocked = decide([freshness(), drift()], BROKEN, [], NOW, OPEN)
+    assert blocked is not None
+    assert state.is_news(blocked, new_evidence=False)
+    state.record(blocked, NOW)
+    assert [t.cause for t in state.pending] == ["drift"] and state.history == []
+    again = decide([*state.pending, freshness()], BROKEN, [], NOW + timedelta(minutes=1), OPEN)
+    assert again is not None and not state.is_news(again, new_evidence=False)  # reported once
+    repaired = decide([*state.pending, freshness()], UNTRAINED, [], NOW + timedelta(hours=1), OPEN)
+    assert repaired is not None and repaired.action == "request"
+    assert repaired.run_key == f"retrain:{PARTITION}:drift@2013-04-09"
+
+
 # --- decide: cooldown ------------------------------------------------------------------------------
 
 
