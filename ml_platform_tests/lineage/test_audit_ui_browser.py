@@ -117,6 +117,26 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
+#: The model, an upstream and a downstream asset of its lineage view.
+LINEAGE = ["flight_features", "delay_model", "model_evaluation"]
+#: Per asset name: the boxes of the graph's elements (inside its SVG) whose own text is that name.
+GRAPH_NODES_JS = """(names => Object.fromEntries(names.map(name => [name,
+  [...document.querySelectorAll('svg *')].filter(el => el.closest('svg') && [...el.childNodes].some(
+    n => n.nodeType === Node.TEXT_NODE && n.textContent.trim() === name)).map(el => {
+      const r = el.getBoundingClientRect(); return {x: r.x, y: r.y, w: r.width, h: r.height};
+    }).filter(r => r.w > 0 && r.h > 0)])))(%s)"""
+
+
+def _newest_model(world: Any) -> Any:
+    """The newest ``delay_model`` materialization (what the events tab opens on)."""
+    import dagster as dg
+
+    records = world.instance.fetch_materializations(
+        dg.AssetKey("delay_model"), limit=1, ascending=False
+    ).records
+    return records[0].asset_materialization
+
+
 @pytest.fixture
 def audit_ui(lineage_world) -> Iterator[str]:
     """``mlp audit-ui`` on the lineage graph's instance; its URL."""
@@ -172,15 +192,26 @@ def test_the_read_only_ui_renders_the_models_lineage_graph_and_metadata(audit_ui
         browser.evaluate("localStorage.setItem('communityNux', '1')")
 
         browser.goto(f"{audit_ui}/assets/delay_model?view=lineage")
-        text = browser.wait_for_text("delay_model", "flight_features", "model_evaluation", "Lineage")
+        browser.wait_for_text("delay_model", "flight_features", "model_evaluation", "Lineage")
         time.sleep(1.0)  # the graph's layout settles after its nodes appear
         browser.screenshot(ARTIFACTS / "audit-ui-delay_model-lineage.png")
-        assert "delay_bento" in text or "model_promotion" in text or "evaluation" in text, text[:2000]
+        # the text was there already; what the wait cannot tell is that the graph DRAWS the model
+        # between them: a node per asset, upstream left of it and downstream right of it
+        nodes = browser.evaluate(GRAPH_NODES_JS % json.dumps(LINEAGE))
+        placed = {name: boxes for name, boxes in nodes.items() if boxes}
+        assert set(placed) == set(LINEAGE), f"not drawn as graph nodes: {set(LINEAGE) - set(placed)}"
+        x = {name: min(box["x"] for box in boxes) for name, boxes in placed.items()}
+        assert x["flight_features"] < x["delay_model"] < x["model_evaluation"], nodes
 
+        # the events tab: not only the keys (the wait saw them) but the values recorded for the
+        # newest materialization, which no other asset or run shares
+        newest = _newest_model(lineage_world)
         browser.goto(f"{audit_ui}/assets/delay_model?view=events")
         events = browser.wait_for_text("mlflow/run_id", "mlflow/model_version", "lineage/upstream")
         browser.screenshot(ARTIFACTS / "audit-ui-delay_model-events.png")
-        assert lineage_world.version in events
+        run_id = str(newest.metadata["mlflow/run_id"].value)
+        assert len(run_id) == 32 and run_id in events, events[:3000]
+        assert newest.partition is not None and newest.partition in events
     finally:
         browser.close()
     for name in ("audit-ui-delay_model-lineage.png", "audit-ui-delay_model-events.png"):
