@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install checkov demo replay ui mlflow-ui test test-live test-all lint bench bench-train bench-drift bench-sensor bench-scale bench-serving bench-lineage clean-data audit serve deploy audit-ui
+.PHONY: install checkov schemathesis demo replay ui mlflow-ui test test-live test-all lint bench bench-train bench-drift bench-sensor bench-scale bench-serving bench-lineage clean-data audit serve deploy audit-ui
 
 # torch==2.13.0 goes in first, from the CPU wheel on disk: with it installed, nothing later can
 # pull a CUDA build. constraints.txt is the resolved, known-good set (see docs/architecture.md).
@@ -31,6 +31,19 @@ $(CHECKOV_STAMP): infra/checkov-requirements.txt
 	@touch $(CHECKOV_STAMP)
 
 checkov: $(CHECKOV_STAMP)  ## checkov, pinned, in .venv-checkov (the infra/ scan of make test)
+
+# schemathesis (and openapi-spec-validator) check the live Bento's /docs.json against what it answers
+# (ml_platform_tests/serving/test_api_contract.py, a live test). Its own venv, like checkov, though
+# the set resolves beside constraints.txt: its pytest plugin and hypothesis stay out of the suite.
+SCHEMATHESIS_VENV := .venv-schemathesis
+SCHEMATHESIS_REQS := ml_platform_tests/serving/schemathesis-requirements.txt
+SCHEMATHESIS_STAMP := $(SCHEMATHESIS_VENV)/.installed
+$(SCHEMATHESIS_STAMP): $(SCHEMATHESIS_REQS)
+	@test -x $(SCHEMATHESIS_VENV)/bin/python || $(PYTHON) -m venv $(SCHEMATHESIS_VENV)
+	$(SCHEMATHESIS_VENV)/bin/python -m pip install -q -r $(SCHEMATHESIS_REQS)
+	@touch $(SCHEMATHESIS_STAMP)
+
+schemathesis: $(SCHEMATHESIS_STAMP)  ## schemathesis, pinned, in .venv-schemathesis (the API contract test of make test-live)
 
 demo: install  ## raw -> features for 2013-01-01..2013-03-31, the weekly models, then the April replay
 	$(BIN)/mlp demo
@@ -66,11 +79,11 @@ test: install checkov  ## the suite (CI) without the live-server tests (make tes
 	$(SPEC)
 	OPENLINEAGE_SPEC_DIR="$(OPENLINEAGE_SPEC_DIR)" $(BIN)/python -m pytest -m "not heavy and not live" $(PYTEST_ARGS)
 
-test-live: install  ## the tests that start bentoml serve, the Dagster webserver or Chromium (CI runs them too)
+test-live: install schemathesis  ## the tests that start bentoml serve, the Dagster webserver or Chromium (CI runs them too)
 	$(SPEC)
 	OPENLINEAGE_SPEC_DIR="$(OPENLINEAGE_SPEC_DIR)" $(BIN)/python -m pytest -m "live and not heavy" $(PYTEST_ARGS)
 
-test-all: install checkov
+test-all: install checkov schemathesis
 	$(SPEC)
 	OPENLINEAGE_SPEC_DIR="$(OPENLINEAGE_SPEC_DIR)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 

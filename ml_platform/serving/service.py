@@ -24,6 +24,11 @@ but an error. Every stale answer is counted (``mlp_stale_predictions_total``, al
 ``MlpServingStaleFeatures``) and logged (``stale`` and the snapshot's day and content hash on the
 log line). The decision is written up in README ("Stale online features").
 
+``GET /docs.json`` is the OpenAPI 3.1 document of this API as the running service answers it
+(the served model's codes, the batch limit, bearer auth when a token is set; built by
+:func:`~ml_platform.lib.serving.openapi.api_document`, answered by the edge middleware instead of
+BentoML's invalid one); ``make test-live`` runs schemathesis against it with every check on.
+
 Errors never come as 5xx for bad input. The body of each is ``{"error": ..., "detail": [{"type",
 "loc", "msg"}, ...]}``, ``loc`` being the path of the field (``["flights", 3, "origin"]``):
 
@@ -34,7 +39,9 @@ Errors never come as 5xx for bad input. The body of each is ``{"error": ..., "de
 413    the body is larger than the limit, or a batch has more than ``MLP_SERVING_MAX_BATCH`` flights
 415    a ``Content-Type`` other than ``application/json``
 422    the request is well formed but names a carrier or airport the model was not trained on
+500    an unexpected error (BentoML's answer: ``{"error": ...}`` only)
 503    the online store cannot answer (down, or no snapshot yet)
+504    not answered within :data:`REQUEST_TIMEOUT_S` (BentoML's answer: ``{"error": ...}`` only)
 =====  ===========================================================================================
 
 How a request is answered: :class:`~ml_platform.lib.serving.http.EdgeMiddleware` authenticates,
@@ -272,6 +279,7 @@ class DelayService:
             max_body_bytes=self.max_batch * BYTES_PER_FLIGHT + 16_384,
             model_version=info.model_version,
             metrics=self.metrics,
+            documents={"/docs.json": self._openapi_document(settings, info)},
         )
         self._warm_up()
         settle_heap()
@@ -284,6 +292,24 @@ class DelayService:
             settings.prediction_log_dir,
             time.perf_counter() - started,
         )
+
+    def _openapi_document(self, settings: PlatformSettings, info: ServedModelInfo) -> bytes:
+        """``/docs.json``: the API as this service answers it (model vocabularies, batch limit, auth).
+
+        BentoML's own document is neither valid nor true (:mod:`ml_platform.lib.serving.openapi`).
+        """
+        import json
+
+        from ml_platform.lib.serving.openapi import api_document
+
+        document = api_document(
+            title=SERVICE_NAME,
+            version=f"{info.model_name}/{info.model_version}",
+            vocabularies=self.predictor.vocabularies,
+            max_batch=self.max_batch,
+            bearer_auth=bool(settings.serving_api_token),
+        )
+        return json.dumps(document).encode()
 
     def _served_model(self, settings: PlatformSettings) -> ServedModelInfo:
         from ml_platform.lib.serving.packaging import package_version, resolve_alias, served_model_info

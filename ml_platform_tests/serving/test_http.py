@@ -265,3 +265,24 @@ def test_failing_deferred_work_neither_stops_the_rest_nor_changes_the_answer(
         call(failing)
     assert events == ["deferred 1", "deferred 2"]
     assert {dict(k[1])["status"] for k in samples(registry500) if k[0] == m.REQUESTS} == {"500"}
+
+
+def test_documents_are_answered_by_the_middleware_after_authentication() -> None:
+    stub = Stub()
+    app, _ = edge(stub, token="secret")
+    doc = b'{"openapi": "3.1.0"}'
+    app.config.configure(
+        api_token="secret",
+        max_body_bytes=1000,
+        model_version="7",
+        metrics=None,
+        documents={"/docs.json": doc},
+    )
+    assert call(app, "/docs.json", method="GET")[0] == 401
+    status, headers, body = call(app, "/docs.json", method="GET", headers={"Authorization": "Bearer secret"})
+    assert (status, headers["content-type"], body) == (200, "application/json", {"openapi": "3.1.0"})
+    assert stub.bodies == []  # BentoML's own /docs.json is never reached
+    # another method, or another path, goes to the app
+    assert call(app, "/docs.json", method="POST", headers={"Authorization": "Bearer secret"})[0] == 200
+    assert call(app, "/schema.json", method="GET", headers={"Authorization": "Bearer secret"})[0] == 200
+    assert len(stub.bodies) == 2

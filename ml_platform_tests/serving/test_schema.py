@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
+from ml_platform.lib.serving.http import error_body
+from ml_platform.lib.serving.openapi import api_document
 from ml_platform.lib.serving.schema import (
+    DEPARTURE_PATTERN,
     BatchRequest,
+    BatchResponse,
+    ErrorResponse,
     FlightRequest,
     Prediction,
     field_path,
@@ -80,16 +87,27 @@ def test_summer_local_time_uses_daylight_saving() -> None:
         ({"distance": 1e6}, ("distance",), "less_than_equal"),
         ({"distance": "far"}, ("distance",), "float_type"),
         ({"distance": None}, ("distance",), "float_type"),
-        ({"scheduled_departure": "tomorrow"}, ("scheduled_departure",), "datetime_parsing"),
-        ({"scheduled_departure": "2013-01-15"}, ("scheduled_departure",), "datetime_parsing"),
-        ({"scheduled_departure": 1358264700}, ("scheduled_departure",), "datetime_type"),
+        ({"scheduled_departure": "tomorrow"}, ("scheduled_departure",), "iso_datetime"),
+        ({"scheduled_departure": "2013-01-15"}, ("scheduled_departure",), "iso_datetime"),
+        ({"scheduled_departure": 1358264700}, ("scheduled_departure",), "iso_datetime"),
+        # digit strings and numbers are not times (pydantic alone reads "20130115" as a Unix timestamp)
+        ({"scheduled_departure": "20130115"}, ("scheduled_departure",), "iso_datetime"),
+        ({"scheduled_departure": 1358208000}, ("scheduled_departure",), "iso_datetime"),
+        ({"scheduled_departure": "1358208000"}, ("scheduled_departure",), "iso_datetime"),
+        ({"scheduled_departure": 1358208000.5}, ("scheduled_departure",), "iso_datetime"),
+        ({"scheduled_departure": "2013-02-29T10:00"}, ("scheduled_departure",), "iso_datetime"),
+        ({"scheduled_departure": "2013-01-15 10:45:00"}, ("scheduled_departure",), "iso_datetime"),
         ({"scheduled_departure": "1900-01-01T00:00:00"}, ("scheduled_departure",), "departure_range"),
         ({"scheduled_departure": "0001-01-01T00:00:00"}, ("scheduled_departure",), "departure_range"),
         ({"scheduled_departure": "9999-12-31T23:59:59"}, ("scheduled_departure",), "departure_range"),
         ({"extra": 1}, ("extra",), "extra_forbidden"),
+        ({"flight": 7.0}, (), None),  # 7.0 is the JSON number 7
     ],
 )
-def test_bad_fields_are_named(change: dict[str, Any], loc: tuple[str, ...], kind: str) -> None:
+def test_bad_fields_are_named(change: dict[str, Any], loc: tuple[str, ...], kind: str | None) -> None:
+    if kind is None:
+        FlightRequest.model_validate_json(json.dumps({**GOOD, **change}))
+        return
     errors = errors_of({**GOOD, **change})
     assert [(e["loc"], e["type"]) for e in errors] == [(loc, kind)]
     assert errors[0]["msg"]
@@ -163,6 +181,7 @@ def test_prediction_serializes_model_fields() -> None:
         delay_probability=0.25,
         features_as_of=datetime(2013, 1, 15, 5, tzinfo=UTC),
         weather_observed_at=None,
+        stale=False,
     )
     assert json.loads(prediction.model_dump_json()) == {
         "request_id": "r",
@@ -172,4 +191,154 @@ def test_prediction_serializes_model_fields() -> None:
         "delay_probability": 0.25,
         "features_as_of": "2013-01-15T05:00:00Z",
         "weather_observed_at": None,
+        "stale": False,
     }
+
+
+# -- the published contract: the OpenAPI document says what is accepted and what is returned ------
+
+
+def _validator(doc: dict[str, Any], name: str) -> Draft202012Validator:
+    """A JSON-schema validator of the document's component ``name`` (refs resolved in the document)."""
+    root = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+    return Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def _response_schema_name(doc: dict[str, Any], path: str, status: str) -> str:
+    ref: str = doc["paths"][path]["post"]["responses"][status]["content"]["application/json"]["schema"][
+        "$ref"
+    ]
+    return ref.rsplit("/", 1)[1]
+
+
+VOCAB = {
+    "carrier": frozenset({"B6", "UA"}),
+    "origin": frozenset({"EWR", "JFK", "LGA"}),
+    "dest": frozenset({"BQN", "LGA"}),
+}
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    return api_document(title="delay_service", version="delay_model/3", vocabularies=VOCAB, max_batch=4)
+
+
+def test_the_document_is_openapi_3_1_with_the_models_schemas(doc: dict[str, Any]) -> None:
+    # pydantic writes JSON Schema 2020-12 (numeric exclusiveMinimum, "type": "null"): OpenAPI 3.1's dialect
+    assert doc["openapi"] == "3.1.0"
+    flight = doc["components"]["schemas"]["FlightRequest"]
+    assert flight["properties"]["distance"]["exclusiveMinimum"] == 0.0
+    assert flight["additionalProperties"] is False and "root_input" not in flight
+    assert "origin and dest must differ" in flight["description"]
+    assert flight["properties"]["scheduled_departure"]["pattern"] == DEPARTURE_PATTERN
+    assert doc["components"]["schemas"]["BatchRequest"]["properties"]["flights"]["maxItems"] == 4
+    assert set(doc["paths"]) == {"/predict", "/predict_batch", "/livez", "/healthz", "/readyz", "/metrics"}
+    assert "security" not in doc and "401" not in doc["paths"]["/predict"]["post"]["responses"]
+    secured = api_document(title="t", version="v", bearer_auth=True)
+    assert secured["security"] == [{"bearer": []}]
+    assert "401" in secured["paths"]["/predict"]["post"]["responses"]
+    assert secured["paths"]["/livez"]["get"]["security"] == []
+
+
+def test_the_request_schema_accepts_what_the_service_accepts(doc: dict[str, Any]) -> None:
+    schema = _validator(doc, "FlightRequest")
+    good = {**GOOD, "scheduled_departure": "2013-01-15T10:45:00-05:00"}
+    assert schema.is_valid(good)
+    FlightRequest.model_validate_json(json.dumps(good))
+    for bad in ("20130115", 1358208000, "1358208000", "2013-01-15", "2013-02-29T10:00"):
+        assert not schema.is_valid({**good, "scheduled_departure": bad}), bad
+        errors_of({**good, "scheduled_departure": bad})
+    # the served model's codes: a well-formed unknown one is outside the schema (the service: 422)
+    assert not schema.is_valid({**good, "carrier": "AA"})
+    # origin == dest is outside it for the airports both vocabularies share (the service: 400)
+    assert not schema.is_valid({**good, "origin": "LGA", "dest": "LGA"})
+    assert schema.is_valid({**good, "origin": "JFK", "dest": "LGA"})
+
+
+@pytest.mark.parametrize(
+    "departure",
+    [
+        "1970-01-01T00:00",
+        "1970-01-01T00:00+05:00",  # 1969 in UTC, but the date as written is 1970
+        "2099-12-31T23:59:59.999999-05:00",
+        "2012-02-29T10:00Z",
+        "2000-02-29T10:00:00+23:59",
+        "2100-02-29T10:00",
+        "1969-12-31T23:59:59Z",
+        "2100-01-01T00:00",
+        "2013-02-29T10:00",
+        "2013-04-31T10:00",
+        "2013-01-15T24:00",
+        "2013-01-15T10:60",
+        "2013-01-15T10:45:60",
+        "2013-01-15T10:45:00.1234567",
+        "2013-01-15T10:45:00z",
+        "2013-01-15t10:45:00",
+        "2013-01-15T10:45:00+24:00",
+        "2013-01-15T10:45:00+0500",
+        "2013-01-15T10:45:00Z\n",
+        "2013-01-15T10",
+        "+2013-01-15T10:45",
+    ],
+)
+def test_the_departure_pattern_is_exactly_what_is_accepted(departure: str) -> None:
+    # ECMA-262 regex semantics (JSON Schema's): "$" is the end of the string, never before a "\n"
+    documented = re.fullmatch(DEPARTURE_PATTERN.removeprefix("^").removesuffix("$"), departure) is not None
+    try:
+        FlightRequest.model_validate_json(json.dumps({**GOOD, "scheduled_departure": departure}))
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert documented == accepted
+
+
+def test_the_document_declares_what_is_returned(doc: dict[str, Any]) -> None:
+    # 200: a prediction, with and without the optional times
+    prediction = Prediction(
+        request_id="r",
+        model_name="delay_model",
+        model_version="3",
+        predicted_arr_delay=-1.5,
+        delay_probability=0.25,
+        features_as_of=datetime(2013, 1, 15, 5, tzinfo=UTC),
+        weather_observed_at=None,
+        stale=True,
+    )
+    body = prediction.model_dump(mode="json")
+    assert _validator(doc, _response_schema_name(doc, "/predict", "200")).is_valid(body)
+    batch = BatchResponse(
+        request_id="r", model_name="delay_model", model_version="3", predictions=[prediction]
+    )
+    assert _validator(doc, _response_schema_name(doc, "/predict_batch", "200")).is_valid(
+        batch.model_dump(mode="json")
+    )
+    # every error status: the ErrorResponse, detail a list of {type, loc, msg} objects
+    for status in ("400", "413", "415", "422", "500", "503", "504"):
+        assert _response_schema_name(doc, "/predict", status) == "ErrorResponse", status
+    errors = _validator(doc, "ErrorResponse")
+    # BentoML's 400: pydantic's errors as it dumps them (with pydantic's "url")
+    with pytest.raises(ValidationError) as caught:
+        FlightRequest.model_validate_json(json.dumps({**GOOD, "dest": "JFK", "flight": "1"}))
+    bentoml_400 = {
+        "error": f"{caught.value.error_count()} validation error for {caught.value.title}",
+        "detail": json.loads(json.dumps(caught.value.errors(include_context=False, include_input=False))),
+    }
+    bodies = [
+        bentoml_400,
+        json.loads(
+            error_body(
+                "unsupported media type", [{"type": "t", "loc": ["header", "Content-Type"], "msg": "m"}]
+            )
+        ),
+        ErrorResponse(
+            error="unknown category",
+            detail=unknown_categories(
+                [FlightRequest.model_validate_json(json.dumps(GOOD))], VOCAB, indexed=False
+            ),
+        ).model_dump(mode="json"),
+        {"error": "An unexpected error has occurred, please check the server log."},  # BentoML's 500
+    ]
+    for body in bodies:
+        assert errors.is_valid(body), body
+    # what the document did not say before: detail as a string is not the contract
+    assert not errors.is_valid({"error": "x", "detail": "a string"})

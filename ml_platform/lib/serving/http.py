@@ -7,6 +7,10 @@ For every request to an API route (``/predict``, ``/predict_batch``), in this or
    otherwise 401 with ``WWW-Authenticate: Bearer``. Every other route is protected too (the
    OpenAPI page, ``/schema.json``), except the probes and ``/metrics`` (:data:`OPEN_PATHS`),
    which Kubernetes and Prometheus call without credentials.
+
+   The documents of :attr:`EdgeConfig.documents` (``GET /docs.json``: the service's OpenAPI
+   document, :mod:`ml_platform.lib.serving.openapi`) are answered here, after authentication,
+   instead of by BentoML.
 2. **Request id**: ``X-Request-ID`` when it is a sane token (1-128 characters of
    ``[A-Za-z0-9._:-]``), else a new uuid4; echoed in the response header and the body.
 3. **Content type**: a body must be ``application/json`` (a missing header counts as JSON);
@@ -127,6 +131,8 @@ class EdgeConfig:
     model_version: str = "unknown"
     metrics: ServingMetrics | None = None
     open_paths: frozenset[str] = OPEN_PATHS
+    #: JSON documents answered to ``GET path`` by the middleware, e.g. ``{"/docs.json": b"{...}"}``.
+    documents: dict[str, bytes] = field(default_factory=dict)
 
     def configure(
         self,
@@ -135,12 +141,14 @@ class EdgeConfig:
         max_body_bytes: int,
         model_version: str,
         metrics: ServingMetrics | None,
+        documents: dict[str, bytes] | None = None,
     ) -> None:
         """Set everything but the routes (an empty token means no authentication)."""
         self.api_token = api_token or None
         self.max_body_bytes = max_body_bytes
         self.model_version = model_version
         self.metrics = metrics
+        self.documents = dict(documents or {})
 
 
 def error_body(error: str, detail: list[dict[str, Any]] | None = None) -> bytes:
@@ -180,6 +188,10 @@ class EdgeMiddleware:
         if endpoint is None:
             if not self._authorized(scope):
                 await _reply(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+                return
+            document = self.config.documents.get(scope["path"])
+            if document is not None and scope.get("method") == "GET":
+                await _reply(send, 200, document, [])
                 return
             await self.app(scope, receive, send)
             return

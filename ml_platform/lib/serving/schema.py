@@ -8,16 +8,21 @@ A request carries what a caller knows before departure (the online store adds th
 * ``carrier``: the IATA airline designator, two capital letters or digits (``"B6"``, ``"9E"``);
 * ``flight``: the flight number, 1 to 9999;
 * ``origin``, ``dest``: IATA airport codes, three capital letters, different from each other;
-* ``scheduled_departure``: an ISO 8601 date-time. With an offset (``...Z``, ``...-05:00``) it is
-  that instant; without one it is the local time of the New York airports
+* ``scheduled_departure``: an ISO 8601 date-time *string*, ``YYYY-MM-DDTHH:MM[:SS[.ffffff]]``
+  and an optional offset (``Z``, ``-05:00``): :data:`DEPARTURE_PATTERN` says exactly which. With
+  an offset it is that instant; without one it is the local time of the New York airports
   (``America/New_York``, the time zone of the schedules the model was trained on). It is
-  normalized to UTC; it must lie in [1970, 2100);
+  normalized to UTC. Its date, as written, lies in 1970..2099. Nothing else is read as a time:
+  not a number (``1358208000``), not a digit string (``"20130115"``, which pydantic alone would
+  take for a Unix timestamp), not a date without a time;
 * ``distance``: great-circle miles, finite, in (0, 12500].
 
 Validation is strict (JSON types are not coerced: ``"725"`` is not a flight number, ``true`` is not
-a number) and unknown fields are rejected (``extra="forbid"``), so a misspelt field never goes
-unnoticed. Each failure names its field: pydantic's ``loc`` (``["flights", 3, "origin"]``) and a
-message that says what is expected.
+a number; ``725.0`` is 725, the same JSON number, as JSON Schema counts it) and unknown fields are
+rejected (``extra="forbid"``), so a misspelt field never goes unnoticed. Each failure names its
+field: pydantic's ``loc`` (``["flights", 3, "origin"]``) and a message that says what is expected.
+The JSON schema of the models says the same (patterns, bounds, the origin/dest rule in the
+description); :mod:`ml_platform.lib.serving.openapi` builds the service's OpenAPI document from it.
 
 What the *model* knows is checked separately, against the vocabularies it was trained with
 (:func:`unknown_categories`): an airport or carrier the model has never seen gets a 422 from the
@@ -39,7 +44,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 #: The time zone of a departure given without an offset (the NYC airports' schedules).
@@ -49,6 +62,23 @@ LATEST_DEPARTURE: Final = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_DISTANCE_MILES: Final = 12_500.0
 CARRIER_PATTERN: Final = r"^[A-Z0-9]{2}$"
 AIRPORT_PATTERN: Final = r"^[A-Z]{3}$"
+#: A departure as the API takes it (ECMA-262 and Python alike): a real calendar date of 1970..2099
+#: (leap days included), ``T``, a time ``HH:MM`` with optional seconds and fraction (1-6 digits),
+#: and an optional offset (``Z`` or ``+HH:MM``/``-HH:MM``, under 24 h). The OpenAPI document
+#: publishes it, and the validator accepts exactly what it matches.
+DEPARTURE_PATTERN: Final = (
+    r"^(?:(?:19[7-9][0-9]|20[0-9]{2})-"
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    r"|(?:19(?:7[26]|8[048]|9[26])|20(?:[02468][048]|[13579][26]))-02-29)"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$"
+)
+#: The shape of an ISO 8601 date-time, whatever its values (the first check, for the message).
+_ISO_SHAPE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?"
+)
+_DEPARTURE_EXAMPLE: Final = "2013-01-15T10:45:00-05:00"
 _CARRIER = re.compile(CARRIER_PATTERN)
 _AIRPORT = re.compile(AIRPORT_PATTERN)
 #: Request fields checked against the model's vocabularies, in the order errors are reported.
@@ -87,17 +117,48 @@ def to_utc(moment: datetime) -> datetime:
     An ambiguous or missing local time (the DST changes) resolves with ``fold=0``, as
     :mod:`zoneinfo` does: the earlier of the two instants, or the time before the gap's shift.
 
+    The range is that of the date *as written* (its own year, before any shift): what a caller
+    can see, and what :data:`DEPARTURE_PATTERN` can say. The instant may then lie up to a day
+    outside ``[1970, 2100)`` UTC (``1970-01-01T00:00+05:00``).
+
     Raises:
-        ValueError: the instant is outside ``[1970, 2100)``.
+        ValueError: the date as written is outside ``[1970, 2100)``.
     """
-    try:
-        aware = moment.replace(tzinfo=LOCAL_TZ) if moment.tzinfo is None else moment
-        utc = aware.astimezone(UTC)
-    except (OverflowError, ValueError) as exc:  # year 1 or 9999 shifted out of range
-        raise ValueError(f"{moment.isoformat()} is outside [1970, 2100)") from exc
-    if not EARLIEST_DEPARTURE <= utc < LATEST_DEPARTURE:
+    if not EARLIEST_DEPARTURE.year <= moment.year < LATEST_DEPARTURE.year:
         raise ValueError(f"{moment.isoformat()} is outside [1970, 2100)")
-    return utc
+    aware = moment.replace(tzinfo=LOCAL_TZ) if moment.tzinfo is None else moment
+    return aware.astimezone(UTC)
+
+
+def _iso_departure(value: object) -> object:
+    """A JSON departure must be a string of :data:`DEPARTURE_PATTERN`'s shape (parsed here).
+
+    A ``datetime`` (from Python code) passes as it is; anything else, numbers and digit strings
+    included (pydantic would read ``"20130115"`` as a Unix timestamp), is refused.
+    """
+    if isinstance(value, datetime):
+        return value
+    expected = f"an ISO 8601 date-time string such as {_DEPARTURE_EXAMPLE!r}"
+    if not isinstance(value, str) or not _ISO_SHAPE.fullmatch(value):
+        raise PydanticCustomError(
+            "iso_datetime", "must be {expected}, got {got}", {"expected": expected, "got": _quoted(value)}
+        )
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise PydanticCustomError(
+            "iso_datetime",
+            "must be {expected}: {got} is not a valid date-time",
+            {"expected": expected, "got": _quoted(value)},
+        ) from exc
+    return moment
+
+
+def _whole_number(value: object) -> object:
+    """A JSON number with no fraction (``725.0``) is the integer it equals, as JSON Schema says."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _departure(value: datetime) -> datetime:
@@ -105,7 +166,7 @@ def _departure(value: datetime) -> datetime:
         return to_utc(value)
     except ValueError as exc:
         raise PydanticCustomError(
-            "departure_range", "must be a date-time in [1970, 2100), got {got}", {"got": value.isoformat()}
+            "departure_range", "must be a date-time of 1970..2099, got {got}", {"got": value.isoformat()}
         ) from exc
 
 
@@ -130,21 +191,37 @@ Airport = Annotated[
 
 
 class FlightRequest(BaseModel):
-    """One flight to predict, as the caller knows it before departure."""
+    """One flight to predict, as the caller knows it before departure.
+
+    Its origin and dest must differ: the same airport twice is a 400 (type same_airports).
+    """
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, title="FlightRequest")
 
     carrier: Carrier
-    flight: int = Field(ge=1, le=9999, description="Flight number.", examples=[725])
-    origin: Airport
-    dest: Airport
+    flight: Annotated[
+        int,
+        Field(ge=1, le=9999, description="Flight number.", examples=[725]),
+        BeforeValidator(_whole_number),
+    ]
+    origin: Annotated[Airport, Field(description="IATA airport code: 3 capital letters; not dest.")]
+    dest: Annotated[
+        Airport, Field(description="IATA airport code: 3 capital letters; not origin.", examples=["BQN"])
+    ]
     scheduled_departure: Annotated[
         datetime,
-        Field(
-            description="ISO 8601; without an offset it is America/New_York local time. Normalized to UTC.",
-            examples=["2013-01-15T10:45:00-05:00"],
-        ),
+        BeforeValidator(_iso_departure),
         AfterValidator(_departure),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": DEPARTURE_PATTERN,
+                "description": "ISO 8601 date-time of 1970..2099, YYYY-MM-DDTHH:MM[:SS[.ffffff]] and an"
+                " optional offset (Z or +HH:MM); without one it is America/New_York local time."
+                " Normalized to UTC. Numbers and digit strings are not times.",
+                "examples": [_DEPARTURE_EXAMPLE],
+            }
+        ),
     ]
     distance: float = Field(
         gt=0.0,
@@ -218,7 +295,11 @@ class BatchResponse(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    """One problem with a request, in the shape of pydantic's (and BentoML's 400) error items."""
+    """One problem with a request, in the shape of pydantic's (and BentoML's 400) error items.
+
+    ``loc`` is the path of the field (empty for the request as a whole); BentoML's 400 items also
+    carry pydantic's ``url`` (the page of the error type).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -228,7 +309,11 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """The body of every 4xx/5xx answer of the service (BentoML's validation errors share it)."""
+    """The body of every 4xx/5xx answer of the API routes (BentoML's validation errors share it).
+
+    ``detail`` lists the problems, each naming its field; BentoML's 500 and 504 answers carry only
+    ``error``.
+    """
 
     model_config = ConfigDict(frozen=True)
 
