@@ -76,8 +76,8 @@ def lineage(
 def impact(
     target: str = typer.Argument(
         ...,
-        help="A raw day (2013-01-10), a range (2013-01-10..2013-01-12) or one raw asset's partitions"
-        " (raw_weather[2013-01-10]).",
+        help="A raw day (2013-01-10), a range (2013-01-10..2013-01-12), one raw asset's partitions"
+        " (raw_weather[2013-01-10]), or a model version (v3).",
     ),
     asset: list[str] = typer.Option(
         [], help="Raw asset(s) of a bare day or range (raw_flights, raw_weather; default: both)."
@@ -574,12 +574,19 @@ def _impact_line(item: ImpactedPartition) -> str:
 
 def _impact_tree(report: ImpactReport, show_all: bool) -> Tree:
     root = Tree(
-        f"[bold]Impact of {', '.join(report.assets)} {report.partitions[0]}..{report.partitions[-1]}[/]"
+        f"[bold]Impact of model version v{report.model_version}[/]"
+        if report.model_version is not None
+        else f"[bold]Impact of {', '.join(report.assets)} {report.partitions[0]}..{report.partitions[-1]}[/]"
     )
     for title, items in (
         ("raw partition versions", report.raw),
         ("validated partitions", report.validated),
         ("feature partitions", report.features),
+        ("feature profiles", report.profiles),
+        ("online feature snapshots", report.online_features),
+        ("batch predictions", report.predictions),
+        ("drift reports", report.drift_reports),
+        ("live performance days", report.performance),
     ):
         branch = root.add(f"[bold]{title}[/] ({len(items)})")
         if not items:

@@ -432,17 +432,31 @@ class ImpactedDeployment:
 
 @dataclass
 class ImpactReport:
-    """Everything recorded as derived from the given raw partitions, by recorded ``lineage/upstream``."""
+    """Everything recorded as derived from the given raw partitions (or model version), by recorded
+    ``lineage/upstream``."""
 
     assets: list[str]
     partitions: list[str]
     raw: list[ImpactedPartition] = field(default_factory=list)
     validated: list[ImpactedPartition] = field(default_factory=list)
     features: list[ImpactedPartition] = field(default_factory=list)
+    #: ``flight_feature_profiles`` of impacted feature versions (the drift reports' inputs).
+    profiles: list[ImpactedPartition] = field(default_factory=list)
+    #: ``online_features`` snapshots made from impacted feature or validated weather versions.
+    online_features: list[ImpactedPartition] = field(default_factory=list)
     models: list[ImpactedModel] = field(default_factory=list)
     evaluations: list[ImpactedEvaluation] = field(default_factory=list)
+    #: ``flight_delay_predictions`` that scored impacted features or were made by an impacted model.
+    predictions: list[ImpactedPartition] = field(default_factory=list)
+    #: ``drift_report`` days that judged an impacted profile or against an impacted model.
+    drift_reports: list[ImpactedPartition] = field(default_factory=list)
+    #: ``live_performance`` days that read impacted predictions or actuals, or judged an impacted
+    #: model against an impacted evaluation.
+    performance: list[ImpactedPartition] = field(default_factory=list)
     bentos: list[ImpactedBento] = field(default_factory=list)
     deployment: ImpactedDeployment | None = None
+    #: The model version the report starts from (``mlp impact v3``); None for raw partitions.
+    model_version: str | None = None
     #: Raw partitions of the target that were never materialized.
     not_materialized: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

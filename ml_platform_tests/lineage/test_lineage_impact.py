@@ -9,7 +9,7 @@ import pytest
 from ml_platform.lib import metadata as keys
 from ml_platform.lineage import LineageError, impact, parse_target, to_json
 from ml_platform_tests.conftest import latest
-from ml_platform_tests.lineage.conftest import MODEL, SHIFTED_DAY, WEEK, LineageWorld
+from ml_platform_tests.lineage.conftest import LOG_DAY, MODEL, SHIFTED_DAY, WEEK, LineageWorld
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +108,58 @@ def test_a_day_never_materialized_is_said_so(lineage_world):
     report = impact(lineage_world.instance, lineage_world.settings, "2013-01-27..2013-01-28")
     assert report.not_materialized == ["raw_flights[2013-01-28]", "raw_weather[2013-01-28]"]
     assert _labels(report.raw) == ["raw_flights[2013-01-27]", "raw_weather[2013-01-27]"]
+
+
+def test_a_raw_day_reaches_profiles_online_snapshots_predictions_drift_and_performance(lineage_world):
+    w = lineage_world
+    report = impact(w.instance, w.settings, "2013-01-02", assets=["raw_flights"])
+    days = _days("2013-01-02", "2013-01-27")
+    # every day whose features read it, at the version they read (the later reruns were not profiled)
+    assert _labels(report.profiles) == [f"flight_feature_profiles[{d}]" for d in days]
+    # (the world writes online_features[LOG_DAY] twice more, from the same feature version)
+    assert sorted({i.materialization.partition for i in report.online_features}) == days
+    assert all(
+        i.read[0].startswith(f"flight_features[{i.materialization.partition}]")
+        for i in report.online_features
+    )
+    # the champion's day: scored from an impacted feature day by a model trained on impacted data
+    (predictions,) = report.predictions
+    assert predictions.materialization.label == f"flight_delay_predictions[{LOG_DAY}]"
+    assert any(r.startswith(f"flight_features[{LOG_DAY}]") for r in predictions.read)
+    assert any(r.startswith(f"delay_model[{WEEK}]") for r in predictions.read)
+    assert _labels(report.drift_reports) == [f"drift_report[{LOG_DAY}]"]
+    assert _labels(report.performance) == [f"live_performance[{LOG_DAY}]"]
+    assert [e.bento_tag for e in report.deployment.events] == [w.bento_tag]
+
+
+def test_a_model_version_reaches_its_evaluation_predictions_reports_performance_and_deployment(lineage_world):
+    w = lineage_world
+    report = impact(w.instance, w.settings, f"v{w.version}")
+    assert report.model_version == w.version and report.partitions == [WEEK]
+    assert [(m.model_name, m.version, m.aliases_now) for m in report.models] == [
+        (MODEL, w.version, ["champion"])
+    ]
+    assert _labels(report.evaluations) == [f"model_evaluation[{WEEK}]"]
+    assert _labels(report.predictions) == [f"flight_delay_predictions[{LOG_DAY}]"]
+    assert _labels(report.drift_reports) == [f"drift_report[{LOG_DAY}]"]
+    (performance,) = report.performance
+    assert performance.materialization.label == f"live_performance[{LOG_DAY}]"
+    # judged as the model's, against its evaluation, on its predictions
+    assert {r.split(" ")[0] for r in performance.read} >= {
+        f"delay_model[{WEEK}]",
+        f"model_evaluation[{WEEK}]",
+        f"flight_delay_predictions[{LOG_DAY}]",
+    }
+    assert [(b.tag, b.via) for b in report.bentos] == [(w.bento_tag, ["training", "evaluation"])]
+    assert [r.role for r in report.deployment.roles] == ["champion"]
+    assert [m.bento_tag for m in report.deployment.materializations] == [w.bento_tag]
+    # the data is not derived from the model: no feature, profile or online snapshot is listed
+    assert report.features == report.profiles == report.online_features == []
+    assert to_json(report)["predictions"][0]["materialization"]["partition"] == LOG_DAY
+
+
+def test_an_unknown_model_version_is_refused(lineage_world):
+    with pytest.raises(LineageError, match=r"v99 of lineage_model: no delay_model materialization"):
+        impact(lineage_world.instance, lineage_world.settings, "v99")
+    with pytest.raises(LineageError, match="is a model version"):
+        impact(lineage_world.instance, lineage_world.settings, "v1", assets=["raw_flights"])

@@ -40,6 +40,7 @@ OPTIONAL_SOURCES = frozenset({"prediction_log"})
 DRIFT = "drift_report"
 CHECK = "no_feature_drift"
 MODEL = "delay_model"
+EVALUATION = "model_evaluation"
 PROFILE_MODULES = ("ml_platform.lib.monitoring.profiles", "ml_platform.lib.storage.delta")
 DRIFT_MODULES = (
     *PROFILE_MODULES,
@@ -65,6 +66,25 @@ class ChampionModel:
     partition: str
     #: The feature partitions it trained on, as recorded (table version and content hash).
     pins: list[PartitionVersion]
+    #: The Dagster run of that delay_model materialization (with the partition: which one it was).
+    run_id: str = ""
+    #: The registered model's name.
+    model_name: str = ""
+
+    def upstream(self, role: str = "model") -> dict[str, Any]:
+        """The model as a ``lineage/upstream`` entry: the delay_model materialization and its version.
+
+        The same run reference a Bento records (asset, partition, Dagster run), so the lineage
+        tools and the OpenLineage export follow it from what the model made to the model.
+        """
+        return {
+            "asset": MODEL,
+            "partition": self.partition,
+            "run_id": self.run_id,
+            "registered_model": self.model_name,
+            "model_version": self.version,
+            "role": role,
+        }
 
     @property
     def window_end(self) -> date:
@@ -97,7 +117,69 @@ def model_version_lineage(instance: dg.DagsterInstance, version: str, model_name
     mat = record.asset_materialization
     assert mat is not None
     pins = [PartitionVersion.from_metadata(item) for item in mat.metadata[keys.LINEAGE_UPSTREAM].value]  # type: ignore[union-attr]
-    return ChampionModel(version, str(mat.partition), pins)
+    return ChampionModel(version, str(mat.partition), pins, run_id=record.run_id, model_name=model_name)
+
+
+def evaluation_of(instance: dg.DagsterInstance, model: ChampionModel) -> dg.EventLogRecord | None:
+    """The newest ``model_evaluation`` of the model's week that evaluated exactly its training run.
+
+    Found by the evaluation's recorded ``lineage/upstream`` (the delay_model partition and run it
+    read), not by the version number alone: an evaluation is pinned to the materialization that
+    made the model.
+    """
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(EVALUATION), asset_partitions=[model.partition]),
+            limit=50,
+            cursor=cursor,
+        )
+        for record in page.records:
+            mat = record.asset_materialization
+            recorded = mat.metadata.get(keys.LINEAGE_UPSTREAM) if mat is not None else None
+            entries = recorded.value if recorded is not None else []
+            if any(
+                isinstance(e, dict)
+                and e.get("asset") == MODEL
+                and e.get("partition") == model.partition
+                and e.get("run_id") == model.run_id
+                for e in entries  # type: ignore[union-attr]
+            ):
+                return record
+        if not page.has_more:
+            return None
+        cursor = page.cursor
+
+
+def evaluation_upstream(record: dg.EventLogRecord, model: ChampionModel) -> dict[str, Any]:
+    """The evaluation a judgement compared with, as a ``lineage/upstream`` run reference."""
+    mat = record.asset_materialization
+    assert mat is not None
+    return {
+        "asset": EVALUATION,
+        "partition": mat.partition,
+        "run_id": record.run_id,
+        "model_version": model.version,
+        "role": "evaluation",
+    }
+
+
+def model_dep() -> dg.AssetDep:
+    """The graph edge from ``delay_model`` to what the champion makes (predictions, drift, performance).
+
+    A day is made by whichever week's model is champion, which no partition mapping can say; the
+    edge maps each day to every model week. Automation ignores it (:func:`ignoring_models`), so a
+    new model (champion or not) does not re-run days, and missing weeks do not hold them back;
+    which materialization made the day is recorded in ``lineage/upstream``.
+    """
+    return dg.AssetDep(MODEL, partition_mapping=dg.AllPartitionMapping())
+
+
+def ignoring_models(condition: dg.AutomationCondition | None) -> dg.AutomationCondition | None:  # type: ignore[type-arg]
+    """``condition`` without regard to the model assets (see :func:`model_dep`)."""
+    if condition is None:
+        return None
+    return condition.ignore(dg.AssetSelection.assets(MODEL, EVALUATION))  # type: ignore[attr-defined,no-any-return]
 
 
 #: delay_model records by (event storage, version): a version is registered by exactly one
@@ -293,12 +375,12 @@ def _drift_asset(build: AssetBuild) -> dg.AssetsDefinition:
         name=DRIFT,
         group_name="monitoring",
         kinds={"whylogs", "delta"},
-        deps=[FEATURE_PROFILES],
+        deps=[FEATURE_PROFILES, model_dep()],
         op_tags=k8s_tags(DRIFT, "medium", model=DELAY_MODEL),
         partitions_def=parts.daily,
         output_required=False,  # no champion yet: nothing to compare against, nothing published
         code_version=code_version_of_names(*DRIFT_MODULES),
-        automation_condition=build.automation,
+        automation_condition=ignoring_models(build.automation),
         description=(
             "Drift of each day's flight features against the champion model's training window: the"
             " merge of the daily profiles of exactly the feature versions the champion trained on."
@@ -401,7 +483,7 @@ def _drift_asset(build: AssetBuild) -> dg.AssetsDefinition:
                 ),
                 keys.LINEAGE_UPSTREAM: dg.MetadataValue.json(
                     [{**p.to_metadata(), "role": "reference"} for p in reference_pins]
-                    + [{**current_pin.to_metadata(), "role": "current"}]
+                    + [{**current_pin.to_metadata(), "role": "current"}, champion.upstream()]
                 ),
                 keys.LINEAGE_CODE_VERSION: context.assets_def.code_versions_by_key[context.asset_key] or "",
                 keys.LINEAGE_GIT_COMMIT: build.build.git_commit,

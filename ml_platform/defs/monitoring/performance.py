@@ -21,7 +21,13 @@ import polars as pl
 
 from ml_platform.defs.common import AssetBuild
 from ml_platform.defs.k8s import DELAY_MODEL, k8s_tags
-from ml_platform.defs.monitoring.assets import model_version_lineage, version_record
+from ml_platform.defs.monitoring.assets import (
+    evaluation_of,
+    evaluation_upstream,
+    ignoring_models,
+    model_dep,
+    model_version_lineage,
+)
 from ml_platform.defs.predictions.assets import NAME as PREDICTIONS
 from ml_platform.defs.publish import RecordedVersions, read_pinned, storage_metadata
 from ml_platform.defs.serving.prediction_log import NAME as PREDICTION_LOG
@@ -56,7 +62,8 @@ def _baseline(store: Any, pins: list[PartitionVersion]) -> Any:
     key = tuple((p.partition, p.content_hash) for p in pins)
     if key not in _BASELINES:
         _BASELINES.clear()
-        _BASELINES[key] = RouteMeanBaseline.fit(read_pinned(store, pins))
+        # in key order: sums over the stored row order would change in the last bits with it
+        _BASELINES[key] = RouteMeanBaseline.fit(read_pinned(store, pins).sort(PARTITION_COLUMN, *KEY_COLUMNS))
     return _BASELINES[key]
 
 
@@ -71,20 +78,28 @@ def build_performance_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         group_name="monitoring",
         kinds={"delta"},
         op_tags=k8s_tags(NAME, "small", model=DELAY_MODEL),
-        deps=[PREDICTIONS, FEATURES, PREDICTION_LOG],
+        deps=[
+            PREDICTIONS,
+            FEATURES,
+            PREDICTION_LOG,
+            model_dep(),
+            dg.AssetDep(EVALUATION, partition_mapping=dg.AllPartitionMapping()),
+        ],
         partitions_def=parts.daily,
         output_required=False,  # no predictions for the day: nothing to judge
         code_version=code_version_of_names(
             "ml_platform.lib.monitoring.performance", "ml_platform.lib.evaluation.metrics"
         ),
-        automation_condition=_automation(build.automation),
+        automation_condition=ignoring_models(_automation(build.automation)),
         description=(
             "Live metrics of the version that predicted the day (flight_delay_predictions, and the"
             " online predictions of prediction_log by the same version, joined with the day's actuals"
             " from flight_features; a source column tells them apart), pooled over the last"
             f" {spec.live_window_days} days that version scored (judged once it scored that many),"
             " next to the naive per-route baseline on the same rows. Decay is the relative worsening"
-            f" of the model's skill over that baseline since its evaluation, on {', '.join(metrics)};"
+            f" of the model's skill over that baseline since its evaluation (the model_evaluation of"
+            " the model's week that evaluated its training run; the delay_model and model_evaluation"
+            f" materializations are recorded in lineage/upstream), on {', '.join(metrics)};"
             f" above {spec.degradation_threshold:.0%} the check no_performance_decay fails and the"
             " retrain sensor acts (on the batch source; online decay is reported next to it)."
         ),
@@ -156,14 +171,19 @@ def build_performance_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
             ]
         )
         joined = predictions.join(actuals.drop(SOURCE, strict=False), on=list(KEY_COLUMNS), how="inner")
-        rows = joined.filter(pl.col("has_target"))
+        # in key order: the join's order follows the stored rows, and the metrics' float sums follow it
+        rows = joined.filter(pl.col("has_target")).sort(SOURCE, *KEY_COLUMNS)
         by_source = {src: rows.filter(pl.col(SOURCE) == src) for src in (BATCH, ONLINE)}
         if by_source[BATCH].height == 0:
             raise dg.Failure(f"{where}: no labelled flights among {batch.height} predictions of {days}")
         model = model_version_lineage(context.instance, version, mlflow_registry.model_name)
-        evaluation = version_record(context.instance, EVALUATION, version)
+        # the evaluation of exactly the materialization that made the version (recorded below)
+        evaluation = evaluation_of(context.instance, model)
         if evaluation is None or evaluation.asset_materialization is None:
-            raise dg.Failure(f"{where}: v{version} has no {EVALUATION} materialization to compare with")
+            raise dg.Failure(
+                f"{where}: v{version} ({model.upstream()['asset']}[{model.partition}] run {model.run_id})"
+                f" has no {EVALUATION}[{model.partition}] that evaluated that run, to compare with"
+            )
         meta = evaluation.asset_materialization.metadata
         evaluated = {
             who: {m: float(meta[f"evaluation/{who}_{m}"].value) for m in metrics}  # type: ignore[arg-type]
@@ -270,6 +290,7 @@ def build_performance_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
                     [{**p.to_metadata(), "role": "predictions"} for p in pins]
                     + [{**p.to_metadata(), "role": "online_predictions"} for p in log_pins]
                     + [{**p.to_metadata(), "role": "actuals"} for p in actual_pins]
+                    + [model.upstream(), evaluation_upstream(evaluation, model)]
                 ),
                 keys.LINEAGE_CODE_VERSION: context.assets_def.code_versions_by_key[context.asset_key] or "",
                 keys.LINEAGE_GIT_COMMIT: build.build.git_commit,

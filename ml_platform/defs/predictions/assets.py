@@ -8,7 +8,7 @@ import polars as pl
 
 from ml_platform.defs.common import AssetBuild
 from ml_platform.defs.k8s import DELAY_MODEL, k8s_tags
-from ml_platform.defs.monitoring.assets import find_champion
+from ml_platform.defs.monitoring.assets import find_champion, ignoring_models, model_dep
 from ml_platform.defs.publish import RecordedVersions, describe, partition_metadata, read_pinned
 from ml_platform.lib import metadata as keys
 from ml_platform.lib.features.transforms import KEY_COLUMNS
@@ -45,18 +45,19 @@ def build_prediction_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         group_name="predictions",
         kinds={"torch", "mlflow", "delta"},
         op_tags=k8s_tags(NAME, "medium", model=DELAY_MODEL),
-        deps=[FEATURES],
+        deps=[FEATURES, model_dep()],
         partitions_def=parts.daily,
         output_required=False,  # no champion yet: nothing to score with, nothing published
         code_version=code_version_of_names(
             "ml_platform.lib.training.pyfunc", "ml_platform.lib.training.data"
         ),
-        automation_condition=build.automation,
+        automation_condition=ignoring_models(build.automation),
         description=(
             "Batch scoring: the champion's predicted arrival delay (minutes) and probability of a"
             " delay over 15 minutes for every scheduled flight of the day, from the day's"
             " flight_features (inputs known before departure only), with the model version that"
-            " made them. Live performance joins them with the day's actuals."
+            " made them (recorded in lineage/upstream: the delay_model materialization of the"
+            " champion). Live performance joins them with the day's actuals."
         ),
     )
     def _asset(
@@ -73,7 +74,9 @@ def build_prediction_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         (pin,) = RecordedVersions(
             context.instance, dg.AssetKey(FEATURES), [partition], table=FEATURES
         ).require([partition])
-        features = read_pinned(store, [pin]).drop(PARTITION_COLUMN)
+        # in key order: a partition's rows come back in the order they were written, and the scores
+        # (batched float arithmetic) and the data version must not depend on it
+        features = read_pinned(store, [pin]).drop(PARTITION_COLUMN).sort(KEY_COLUMNS)
         model = load_version(mlflow_registry.tracking_uri, mlflow_registry.model_name, champion.version)
         try:
             delay, probability = model.predict_frame(features)
@@ -90,27 +93,32 @@ def build_prediction_assets(build: AssetBuild) -> list[dg.AssetsDefinition]:
         published = RecordedVersions(context.instance, context.asset_key, [partition], table=NAME)
         version = store.write_partition(NAME, partition, frame, unless_same_as=published.get(partition))
         code_version = context.assets_def.code_versions_by_key[context.asset_key] or ""
+        metadata = partition_metadata(
+            version,
+            frame,
+            table_uri=store.table_uri(NAME),
+            upstream=[pin],
+            code_version=code_version,
+            build=build.build,
+            extra={
+                keys.MLFLOW_MODEL_NAME: mlflow_registry.model_name,
+                keys.MLFLOW_MODEL_VERSION: champion.version,
+                keys.MLFLOW_MODEL_URI: f"models:/{mlflow_registry.model_name}/{champion.version}",
+                "predictions/model_partition": champion.partition,
+                "predictions/mean_delay_minutes": float(frame["predicted_arr_delay"].mean()),  # type: ignore[arg-type]
+                "predictions/mean_delay_probability": float(frame["delay_probability"].mean()),  # type: ignore[arg-type]
+            },
+        )
+        # the model is an input like the features: the delay_model materialization that made it
+        metadata[keys.LINEAGE_UPSTREAM] = dg.MetadataValue.json(
+            [*metadata[keys.LINEAGE_UPSTREAM].value, champion.upstream()]
+        )
         context.log.info(
             f"{NAME}[{partition}]: {frame.height} flights, v{champion.version} -> {describe(version)}"
         )
         yield dg.MaterializeResult(
             data_version=dg.DataVersion(version.data_version),
-            metadata=partition_metadata(
-                version,
-                frame,
-                table_uri=store.table_uri(NAME),
-                upstream=[pin],
-                code_version=code_version,
-                build=build.build,
-                extra={
-                    keys.MLFLOW_MODEL_NAME: mlflow_registry.model_name,
-                    keys.MLFLOW_MODEL_VERSION: champion.version,
-                    keys.MLFLOW_MODEL_URI: f"models:/{mlflow_registry.model_name}/{champion.version}",
-                    "predictions/model_partition": champion.partition,
-                    "predictions/mean_delay_minutes": float(frame["predicted_arr_delay"].mean()),  # type: ignore[arg-type]
-                    "predictions/mean_delay_probability": float(frame["delay_probability"].mean()),  # type: ignore[arg-type]
-                },
-            ),
+            metadata=metadata,
         )
 
     return [_asset]
