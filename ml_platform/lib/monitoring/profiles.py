@@ -112,7 +112,9 @@ def _preprocessed(series: pl.Series, kind: Kind) -> Any:
         column.nan_count = int(np.isnan(floats).sum())
         column.inf_count = int(np.isinf(floats).sum())
         column.null_count += column.nan_count  # as whylogs counts them: a NaN is also a null
-        column.numpy.floats = floats[finite]
+        # sorted: an exact KLL sketch keeps its values in arrival order, and the bytes must not
+        # depend on the order a table's rows were stored in
+        column.numpy.floats = np.sort(floats[finite])
     return column
 
 
@@ -122,7 +124,9 @@ def _track_categories(metric: Any, series: pl.Series) -> None:
     Equivalent to one update per row (the sketch's counts are weights), without turning a
     million strings into Python objects.
     """
-    counts = series.drop_nulls().cast(pl.String).value_counts(sort=True)
+    values = series.drop_nulls().cast(pl.String).rename("value")
+    # by count, then value: value_counts leaves ties in any order, and the sketch's bytes follow it
+    counts = values.value_counts(name="count").sort(["count", "value"], descending=[True, False])
     sketch = metric.frequent_strings.value
     for value, count in counts.iter_rows():
         sketch.update(value, count)
@@ -135,7 +139,8 @@ def profile_frame(frame: pl.DataFrame, day: date, columns: Mapping[str, Kind] | 
         frame: The rows. Numeric and boolean columns get counts and a KLL distribution; string
             columns counts and frequent items.
         day: The day the rows belong to: the profile's dataset timestamp (midnight UTC), which
-            also keeps the serialized bytes reproducible.
+            also keeps the serialized bytes reproducible. The rows' order does not matter: values
+            go into the sketches sorted.
         columns: The columns to profile and how; default :func:`profiled_columns` of ``frame``.
 
     Raises:

@@ -384,3 +384,13 @@ def test_merge_beyond_the_largest_sketch_is_deterministic_with_exact_moments() -
     assert mean == pytest.approx(values.mean(), rel=1e-9)
     assert std == pytest.approx(values.std(ddof=1), rel=1e-9)
     assert row_count(one, "x") == len(values)
+
+
+def test_the_order_of_the_rows_does_not_change_the_bytes(frame: pl.DataFrame) -> None:
+    """A Delta partition's rows come back in the order they were written, which a rerun may change.
+
+    The profile is of the day's values, so the bytes (its data version) must not follow the order.
+    """
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=7)
+    assert not shuffled.equals(frame)
+    assert serialize(profile_frame(shuffled, DAY)) == serialize(profile_frame(frame, DAY))
