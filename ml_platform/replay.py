@@ -1,16 +1,26 @@
-"""``mlp replay``: days go by one at a time, and automation and the retrain sensor tick as the daemon would.
+"""``mlp replay``: days go by one at a time, and automation and every sensor tick as the daemon would.
 
 For each day D the replay sets the clock to D+1 00:30 UTC (D's data is complete), then:
 
 1. evaluates the declarative automation conditions at that time, with the real Dagster evaluator
-   (:func:`dagster.evaluate_automation_conditions`), and runs what they request, until they
-   request nothing more: raw[D] appears, then flows through validation, features, the profiles
-   and the drift report by itself;
-2. evaluates one tick of the retrain sensor (the real sensor, with the simulated clock) and runs
-   the weekly model job for what it requests, with the run key and cause tags the daemon would
-   set, skipping a run key that already ran (the daemon's de-duplication);
+   (:func:`dagster.evaluate_automation_conditions`, what the daemon's ``data_automation_sensor``
+   runs), and runs what they request, until they request nothing more: raw[D] appears, then
+   flows through validation, features, the profiles and the drift report by itself;
+2. evaluates one tick of every other sensor of the definitions, in their order (the real
+   sensors, the retrain sensor with the simulated clock): the retrain sensor, then the deploy
+   sensor (so a champion promoted by that day's retrain is deployed the same day), then the
+   OpenLineage export; it runs what each requests, with the run key, config and tags the daemon
+   would set, skipping a run key that already ran (the daemon's de-duplication);
 3. prints what happened: drift found (and its scores), the sensor's decision, the retrain's gates,
-   the promotion or rejection.
+   the promotion or rejection, the deployment.
+
+A sensor tick that raises stops the replay with an error naming the sensor and the day (the
+daemon would record a failed tick); every tick is kept in :attr:`Replay.ticks`.
+
+The replay can start on an empty instance at the first daily partition (``MLP_PARTITION_START``):
+the sensors then meet the cold start (no data, no registered model, no champion) and the retrain
+sensor's freshness policy trains the first model once its first model week is trainable. Starting
+later needs the days before the start (the trailing aggregates read them).
 
 Everything lands in the same Dagster instance, registry and events table as the demo, so
 ``make ui`` shows the same history. A day already replayed is not redone: its timeline is read
@@ -21,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +46,7 @@ class TimelineEntry:
     """One line of the replay's timeline."""
 
     day: str
-    kind: str  # data | drift | sensor | retrain | alert
+    kind: str  # data | drift | live | sensor | retrain | run (of another sensor's request)
     text: str
     severity: str = "info"
 
@@ -46,7 +56,10 @@ class ReplayState:
     """What the replay has done so far (persisted between ``make demo`` runs)."""
 
     last_day: str | None = None
+    #: The retrain sensor's cursor.
     sensor_cursor: str | None = None
+    #: The cursors of the other sensors, by sensor name.
+    cursors: dict[str, str | None] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> ReplayState:
@@ -59,6 +72,17 @@ class ReplayState:
         """Write the state to ``path``."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(self), indent=2))
+
+
+@dataclass(frozen=True)
+class SensorTick:
+    """One evaluated tick of one sensor."""
+
+    day: str
+    sensor: str
+    #: The run keys it requested (for the automation: the runs it launched).
+    requested: tuple[str, ...]
+    skip_reason: str | None
 
 
 def replay_dir(settings: PlatformSettings) -> Path:
@@ -84,7 +108,13 @@ class Replay:
         instance: dg.DagsterInstance,
         on_entry: Callable[[TimelineEntry], None] | None = None,
     ) -> None:
-        from ml_platform.definitions import DATA_JOB, MODEL_JOB, MONITORING_JOB, build_definitions
+        from ml_platform.definitions import (
+            AUTOMATION_SENSOR,
+            DATA_JOB,
+            MODEL_JOB,
+            MONITORING_JOB,
+            build_definitions,
+        )
         from ml_platform.defs.monitoring.sensors import SENSOR
 
         self.settings = settings
@@ -95,6 +125,13 @@ class Replay:
         self.jobs = [self.defs.resolve_job_def(name) for name in (DATA_JOB, MONITORING_JOB)]
         self.model_job = self.defs.resolve_job_def(MODEL_JOB)
         self.sensor = self.defs.resolve_sensor_def(SENSOR)
+        #: The automation sensor is evaluated by :meth:`_automation`; these tick after it, in order.
+        self.sensors = [
+            self.defs.resolve_sensor_def(s.name)
+            for s in self.defs.sensors or []
+            if s.name != AUTOMATION_SENSOR
+        ]
+        self.automation_sensor = AUTOMATION_SENSOR
         self.automated = sorted(
             (key for job in self.jobs for key in job.asset_layer.executable_asset_keys),
             key=lambda k: k.to_user_string(),
@@ -104,6 +141,7 @@ class Replay:
         self.state = ReplayState.load(self.state_path)
         self.automation_cursor: Any = None
         self.entries: list[TimelineEntry] = []
+        self.ticks: list[SensorTick] = []
 
     def _emit(self, entry: TimelineEntry) -> None:
         self.entries.append(entry)
@@ -121,13 +159,21 @@ class Replay:
             if self.on_entry:
                 self.on_entry(entry)
         day = max(start, done + timedelta(days=1)) if done else start
+        first = self.settings.partition_start
+        if day < first:
+            raise RuntimeError(
+                f"replay from {day}: the first daily partition is {first} (MLP_PARTITION_START)"
+            )
         before = (day - timedelta(days=1)).isoformat()
-        if day <= end and before not in self.instance.get_materialized_partitions(
-            dg.AssetKey("flight_features")
+        if (
+            day <= end
+            and day > first
+            and before not in self.instance.get_materialized_partitions(dg.AssetKey("flight_features"))
         ):
             raise RuntimeError(
                 f"replay from {day}: flight_features[{before}] is not materialized; a replayed day needs"
-                f" the days before it (the trailing aggregates read 28). Run `mlp demo --end {before}` first."
+                f" the days before it (the trailing aggregates read 28). Run `mlp demo --end {before}` first,"
+                f" or replay from the first partition ({first}) on an empty instance."
             )
         if day <= end and self.automation_cursor is None:
             # the daemon's previous tick: "newly missing" is relative to it, so without it the
@@ -142,15 +188,87 @@ class Replay:
         return earlier + self.entries
 
     def day(self, day: date) -> None:
-        """Replay one day: automation until quiet, then one retrain-sensor tick."""
+        """Replay one day: automation until quiet, then one tick of every other sensor."""
         self.now = datetime.combine(day + timedelta(days=1), time(0, 30), tzinfo=UTC)
         ran = self._automation(day)
+        self.ticks.append(
+            SensorTick(
+                day.isoformat(), self.automation_sensor, tuple(ran), None if ran else "nothing requested"
+            )
+        )
         if ran:
             self._drift_entry(day)
             self._live_entry(day)
-        self._sensor_tick(day)
+        for sensor in self.sensors:
+            if sensor.name == self.sensor.name:
+                self._sensor_tick(day)
+            else:
+                self._tick(sensor, day)
         self.state.last_day = day.isoformat()
         self.state.save(self.state_path)
+
+    def _evaluate(self, sensor: dg.SensorDefinition, cursor: str | None, day: date) -> Any:
+        """One tick of ``sensor`` as the daemon evaluates it; a tick that raises stops the replay."""
+        context = dg.build_sensor_context(
+            instance=self.instance,
+            cursor=cursor,
+            definitions=self.defs,
+            sensor_name=sensor.name,
+            resources=self.defs.resources,
+        )
+        try:
+            data = sensor.evaluate_tick(context)
+        except Exception as exc:
+            raise RuntimeError(f"replay {day}: the tick of {sensor.name} failed: {exc}") from exc
+        self.ticks.append(
+            SensorTick(
+                day.isoformat(),
+                sensor.name,
+                tuple(r.run_key or "" for r in data.run_requests or []),
+                data.skip_message,
+            )
+        )
+        return data
+
+    def _already_ran(self, day: date, run_key: str | None) -> bool:
+        """Whether a run with ``run_key`` exists (the daemon's de-duplication); says so in the timeline."""
+        from dagster._core.storage.tags import RUN_KEY_TAG
+
+        if not run_key or not self.instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1):
+            return False
+        self._emit(TimelineEntry(day.isoformat(), "sensor", f"run key {run_key} already ran; skipped"))
+        return True
+
+    def _tick(self, sensor: dg.SensorDefinition, day: date) -> None:
+        """One tick of a sensor other than the retrain sensor; run what it requests."""
+        from dagster._core.storage.tags import RUN_KEY_TAG
+
+        data = self._evaluate(sensor, self.state.cursors.get(sensor.name), day)
+        self.state.cursors[sensor.name] = data.cursor
+        for request in data.run_requests or []:
+            if self._already_ran(day, request.run_key):
+                continue
+            job = self.defs.resolve_job_def(request.job_name or sensor.job_name)
+            config = request.run_config
+            config = dict(config.to_config_dict() if isinstance(config, dg.RunConfig) else config or {})
+            config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
+            outcome = job.execute_in_process(
+                instance=self.instance,
+                run_config=config,
+                partition_key=request.partition_key,
+                raise_on_error=False,
+                tags={**request.tags, RUN_KEY_TAG: request.run_key or "", "ml_platform/replay": sensor.name},
+            )
+            self._emit(
+                TimelineEntry(
+                    day.isoformat(),
+                    "run",
+                    f"{sensor.name} -> {job.name}"
+                    + (f"[{request.partition_key}]" if request.partition_key else "")
+                    + f": {_run_summary(outcome)}",
+                    "info" if outcome.success else "error",
+                )
+            )
 
     def _automation(self, day: date) -> list[str]:
         """Evaluate the automation conditions at ``self.now`` and run their requests, until quiet."""
@@ -238,6 +356,7 @@ class Replay:
         )
 
     def _sensor_tick(self, day: date) -> None:
+        """One tick of the retrain sensor: its decisions in the timeline, its retrain run."""
         from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_KEY_TAG
 
         from ml_platform.demo import run_week
@@ -245,14 +364,7 @@ class Replay:
 
         events = MonitoringEvents(self.settings.monitoring_events_table)
         seen = events.to_frame().height
-        context = dg.build_sensor_context(
-            instance=self.instance,
-            cursor=self.state.sensor_cursor,
-            definitions=self.defs,
-            sensor_name=self.sensor.name,
-            resources=self.defs.resources,
-        )
-        data = self.sensor.evaluate_tick(context)
+        data = self._evaluate(self.sensor, self.state.sensor_cursor, day)
         self.state.sensor_cursor = data.cursor
         for row in events.to_frame().slice(seen).iter_rows(named=True):
             if row["kind"] in ("drift_detected", "decay_detected"):
@@ -268,14 +380,7 @@ class Replay:
                 )
             )
         for request in data.run_requests or []:
-            if request.run_key and self.instance.get_runs(
-                dg.RunsFilter(tags={RUN_KEY_TAG: request.run_key}), limit=1
-            ):
-                self._emit(
-                    TimelineEntry(
-                        day.isoformat(), "sensor", f"run key {request.run_key} already ran; skipped"
-                    )
-                )
+            if self._already_ran(day, request.run_key):
                 continue
             tags = {
                 **request.tags,
@@ -294,3 +399,29 @@ class Replay:
                     verdict,
                 )
             )
+
+
+def _run_summary(outcome: dg.ExecuteInProcessResult) -> str:
+    """What a requested run materialized (a deployment: its plan, whether applied), or why it failed."""
+    from ml_platform.defs.serving.deployment import APPLIED, PLAN
+
+    if not outcome.success:
+        from ml_platform.demo import _step_error
+
+        errors = [_step_error(e) for e in outcome.all_events if e.is_step_failure]
+        return f"FAILED (run {outcome.run_id}): {'; '.join(errors) or 'run failed'}"
+    parts = []
+    for event in outcome.all_events:
+        if not event.is_step_materialization:
+            continue
+        mat = event.step_materialization_data.materialization
+        meta = mat.metadata
+        detail = (
+            f" ({meta[PLAN].value}; applied: {meta[APPLIED].value})"
+            if PLAN in meta and APPLIED in meta
+            else ""
+        )
+        parts.append(
+            mat.asset_key.to_user_string() + (f"[{mat.partition}]" if mat.partition else "") + detail
+        )
+    return ", ".join(parts) or "materialized nothing"
