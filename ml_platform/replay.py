@@ -10,7 +10,9 @@ For each day D the replay sets the clock to D+1 00:30 UTC (D's data is complete)
    sensors, the retrain sensor with the simulated clock): the retrain sensor, then the deploy
    sensor (so a champion promoted by that day's retrain is deployed the same day), then the
    OpenLineage export; it runs what each requests, with the run key, config and tags the daemon
-   would set, skipping a run key that already ran (the daemon's de-duplication);
+   would set, skipping a run key that already ran (the daemon's de-duplication). It ticks them
+   whatever their default status: it plays production, where ``MLP_SENSORS_RUNNING=true`` turns
+   them on (the embedded demo leaves them off because 2013 is long past);
 3. prints what happened: drift found (and its scores), the sensor's decision, the retrain's gates,
    the promotion or rejection, the deployment.
 
