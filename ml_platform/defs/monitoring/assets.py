@@ -371,25 +371,34 @@ def _drift_asset(build: AssetBuild) -> dg.AssetsDefinition:
     spec = build.monitoring
     policy = spec.policy()
 
-    @dg.asset(
+    @dg.multi_asset(
         name=DRIFT,
-        group_name="monitoring",
-        kinds={"whylogs", "delta"},
-        deps=[FEATURE_PROFILES, model_dep()],
         op_tags=k8s_tags(DRIFT, "medium", model=DELAY_MODEL),
         partitions_def=parts.daily,
-        output_required=False,  # no champion yet: nothing to compare against, nothing published
-        code_version=code_version_of_names(*DRIFT_MODULES),
-        automation_condition=ignoring_models(build.automation),
-        description=(
-            "Drift of each day's flight features against the champion model's training window: the"
-            " merge of the daily profiles of exactly the feature versions the champion trained on."
-            f" {len(policy.features)} features; numeric ones by PSI, KS and mean shift, categorical"
-            " ones (carrier, origin, dest, route) by PSI and total variation distance, every one by"
-            " its change in null share; effect sizes against per-feature thresholds"
-            " (MLP_DRIFT_THRESHOLDS). A table and a plot per day; the check no_feature_drift warns or"
-            " errs; the retrain sensor acts on errors."
-        ),
+        # no champion yet: nothing to compare against, so neither the report nor its check result
+        # (an @asset's check output is always required; a skippable spec's, with can_subset, is not)
+        can_subset=True,
+        specs=[
+            dg.AssetSpec(
+                DRIFT,
+                group_name="monitoring",
+                kinds={"whylogs", "delta"},
+                deps=[FEATURE_PROFILES, model_dep()],
+                partitions_def=parts.daily,
+                skippable=True,
+                code_version=code_version_of_names(*DRIFT_MODULES),
+                automation_condition=ignoring_models(build.automation),
+                description=(
+                    "Drift of each day's flight features against the champion model's training window: the"
+                    " merge of the daily profiles of exactly the feature versions the champion trained on."
+                    f" {len(policy.features)} features; numeric ones by PSI, KS and mean shift, categorical"
+                    " ones (carrier, origin, dest, route) by PSI and total variation distance, every one by"
+                    " its change in null share; effect sizes against per-feature thresholds"
+                    " (MLP_DRIFT_THRESHOLDS). A table and a plot per day; the check no_feature_drift warns or"
+                    " errs; the retrain sensor acts on errors."
+                ),
+            )
+        ],
         check_specs=[
             dg.AssetCheckSpec(
                 CHECK,
