@@ -146,9 +146,11 @@ def replay(
         help="Injected shift '<day>:temp+15C' or '<day>:carrier=UA:0.5' (repeatable; '' for none).",
     ),
 ) -> None:
-    """Replay days forward: automation and the retrain sensor tick as the daemon would; print a timeline.
+    """Replay days forward: automation and every sensor tick as the daemon would; print a timeline.
 
-    Needs the demo's history (features before START and a champion): run `make demo` first.
+    After `make demo` it continues the demo's history. On an empty instance it may start at the
+    first partition (MLP_PARTITION_START): the sensors then train, promote and deploy the first
+    model by themselves once enough days exist.
     Days already replayed print their recorded timeline instead of running again.
     """
     from ml_platform.instance import open_instance
