@@ -178,16 +178,7 @@ def impact(
             if read:
                 evaluations.append((record, read))
     report.models = _models(src, models)
-    report.evaluations = [
-        ImpactedEvaluation(
-            id=rec.materialization(r).id,
-            materialization=rec.materialization(r),
-            model_version=rec.text(r, keys.MLFLOW_MODEL_VERSION),
-            passed=rec.value(r, keys.EVALUATION_PASSED),
-            read=read,
-        )
-        for r, read in evaluations
-    ]
+    report.evaluations = _impacted_evaluations(evaluations)
 
     _downstream(
         instance,
@@ -200,6 +191,22 @@ def impact(
     )
     _bentos_and_deployments(instance, src, report, [r for r, _ in models], [r for r, _ in evaluations])
     return report
+
+
+def _impacted_evaluations(
+    evaluations: Sequence[tuple[dg.EventLogRecord, list[str]]],
+) -> list[ImpactedEvaluation]:
+    """The evaluations reached, each with the pins it read."""
+    return [
+        ImpactedEvaluation(
+            id=rec.materialization(r).id,
+            materialization=rec.materialization(r),
+            model_version=rec.text(r, keys.MLFLOW_MODEL_VERSION),
+            passed=rec.value(r, keys.EVALUATION_PASSED),
+            read=read,
+        )
+        for r, read in evaluations
+    ]
 
 
 def _impact_of_version(instance: dg.DagsterInstance, src: LineageSources, version: str) -> ImpactReport:
@@ -225,16 +232,7 @@ def _impact_of_version(instance: dg.DagsterInstance, src: LineageSources, versio
         for record in rec.fetch(instance, EVALUATION, partitions=report.partitions, after_storage_id=first)
         if (read := _reads(record, {}, runs))
     ]
-    report.evaluations = [
-        ImpactedEvaluation(
-            id=rec.materialization(r).id,
-            materialization=rec.materialization(r),
-            model_version=rec.text(r, keys.MLFLOW_MODEL_VERSION),
-            passed=rec.value(r, keys.EVALUATION_PASSED),
-            read=read,
-        )
-        for r, read in evaluations
-    ]
+    report.evaluations = _impacted_evaluations(evaluations)
     _downstream(instance, report, records, [r for r, _ in evaluations], {}, {}, first)
     _bentos_and_deployments(instance, src, report, records, [r for r, _ in evaluations])
     return report

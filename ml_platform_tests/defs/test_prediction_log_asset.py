@@ -308,7 +308,7 @@ def test_live_performance_judges_online_predictions_on_the_days_actuals(world):
     assert sorted(table["source"].to_list()) == ["batch", "online"]
     assert dict(table.select("source", "rows").iter_rows()) == by_source
     roles = {u["role"] for u in live.metadata[keys.LINEAGE_UPSTREAM].value}
-    assert roles == {"predictions", "online_predictions", "actuals"}
+    assert roles == {"predictions", "online_predictions", "actuals", "model", "evaluation"}
 
 
 def test_reading_the_same_lines_again_publishes_the_same_version(world):

@@ -1,7 +1,8 @@
 """One small, really materialized graph for the lineage tests (~45 s, once per session).
 
 * ``daily_data_job``'s raw, validated and feature layers over 2013-01-01..2013-01-27 (range runs,
-  as ``mlp demo`` runs them), then the feature profiles and the online snapshots, so the first model
+  as ``mlp demo`` runs them), then the feature profiles and the online snapshots up to the day
+  before 2013-01-22 (the store serves its newest day: see below), so the first model
   week, 2013-01-21, has its two-week training window (2013-01-07..20) and its holdout week
   (2013-01-21..27);
 * ``weekly_model_job`` for 2013-01-21: trains and registers v1, evaluates, promotes it to champion
@@ -25,7 +26,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -171,11 +172,23 @@ def lineage_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineageW
                 ["raw_flights", "raw_weather"],
                 ["validated_flights", "validated_weather"],
                 ["flight_features"],
-                ["flight_feature_profiles", "online_features"],
+                ["flight_feature_profiles"],
             ],
             tags={
                 "dagster/asset_partition_range_start": span[0],
                 "dagster/asset_partition_range_end": span[-1],
+            },
+        )
+        # the online snapshots up to the day before LOG_DAY: the store holds its newest day, so the
+        # two online_features[LOG_DAY] runs below are what serves the logged requests
+        before_log = days(FIRST, date.fromisoformat(LOG_DAY) - timedelta(days=1))
+        _layers(
+            data,
+            instance,
+            [["online_features"]],
+            tags={
+                "dagster/asset_partition_range_start": before_log[0],
+                "dagster/asset_partition_range_end": before_log[-1],
             },
         )
         week = defs.resolve_job_def(MODEL_JOB).execute_in_process(

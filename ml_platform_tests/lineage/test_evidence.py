@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import json
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -27,7 +28,7 @@ from ml_platform.lineage.evidence import (
     write_evidence,
 )
 from ml_platform_tests.conftest import latest
-from ml_platform_tests.lineage.conftest import MODEL, SHIFTED_DAY, WEEK, LineageWorld
+from ml_platform_tests.lineage.conftest import LOG_DAY, MODEL, SHIFTED_DAY, WEEK, LineageWorld
 
 pytestmark = pytest.mark.slow
 
@@ -276,18 +277,21 @@ def test_reproduce_lists_exactly_the_pins_the_model_recorded(lineage_world, writ
         assert pin["recorded"]["content_hash"] in written.html
 
 
-def test_profiles_and_drift_that_were_not_recorded_are_said_to_be_missing(written):
-    # the world materializes neither flight_feature_profiles nor drift_report
+def test_profiles_and_drift_recorded_and_not_recorded_are_said_so(written, lineage_world):
+    # the world profiles every feature day before training and judges LOG_DAY's drift against v1,
+    # but no drift_report of a training day was recorded before the model trained
     data = written.evidence.data
-    assert data["profiles"]["recorded"] == 0 and data["profiles"]["entries"] == []
-    assert data["profiles"]["note"].startswith(f"not recorded: no {PROFILES} materialization")
-    assert (
-        data["drift_training_window"]["entries"] == [] and data["drift_against_this_model"]["entries"] == []
+    profiles = data["profiles"]
+    assert profiles["training_days"] == 14 and profiles["recorded"] == 14 and profiles["not_recorded"] == []
+    assert profiles["note"] == (
+        "every one of the 14 training days has a recorded profile of the version trained on"
     )
-    assert data["drift_against_this_model"]["note"].startswith(f"not recorded: no {DRIFT}")
-    assert (
-        data["profiles"]["note"] in written.html and data["drift_against_this_model"]["note"] in written.html
-    )
+    window = data["drift_training_window"]
+    assert window["entries"] == [] and window["note"].startswith(f"not recorded: no {DRIFT} of the training")
+    (judged,) = data["drift_against_this_model"]["entries"]
+    assert judged["partition"] == LOG_DAY and str(judged["model_version"]) == lineage_world.version
+    assert data["drift_against_this_model"]["note"].startswith(f"1 {DRIFT} materialization(s) judged")
+    assert html.escape(profiles["note"]) in written.html and html.escape(window["note"]) in written.html
     (flights, weather) = data["quarantine"]
     assert (flights["asset"], weather["asset"]) == ("validated_flights", "validated_weather")
     assert flights["not_recorded"] == 0 and flights["partitions"] > 0
