@@ -170,3 +170,42 @@ def test_a_broken_training_window_record_blocks_the_retrain_naming_asset_partiti
     again = _tick(settings, instance, SENSOR, data.cursor)
     assert not again.run_requests and again.skip_message == data.skip_message
     assert MonitoringEvents(settings.monitoring_events_table).to_frame().height == events.height
+
+
+def _bento(instance: dg.DagsterInstance, week: str, tag: str, version: str, aliases: list[str]) -> None:
+    from ml_platform.defs.serving.bento import ALIASES_AT_BUILD
+    from ml_platform.defs.serving.bento import NAME as DELAY_BENTO
+
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=DELAY_BENTO,
+            partition=week,
+            metadata={
+                keys.BENTO_TAG: tag,
+                keys.MLFLOW_MODEL_VERSION: version,
+                ALIASES_AT_BUILD: dg.MetadataValue.json(aliases),
+            },
+        )
+    )
+
+
+def test_the_deploy_sensor_deploys_only_the_newest_champion_bento_of_a_tick(
+    settings: PlatformSettings, instance: dg.DagsterInstance
+) -> None:
+    """A tick that finds several champions' Bentos (a replay, a daemon that was down) deploys the newest
+    one; deploying each in turn started a canary of every superseded champion."""
+    from ml_platform.defs.serving.deployment import SENSOR as DEPLOY_SENSOR
+
+    _bento(instance, "2013-01-21", "delay_service:v1", "1", ["champion"])
+    _bento(instance, "2013-01-28", "delay_service:v2", "2", ["champion"])
+    _bento(instance, "2013-01-28", "delay_service:v2", "2", ["champion"])  # the same Bento built again
+    _bento(instance, "2013-02-04", "delay_service:v3", "3", ["challenger"])  # rejected: never deployed
+    tick = _tick(settings, instance, DEPLOY_SENSOR)
+    [request] = tick.run_requests
+    assert request.run_key == "deploy:delay_service:v2"
+    assert request.run_config["ops"]["deployment"]["config"]["model_version"] == "2"
+    # nothing new: nothing requested; a later champion's Bento is deployed on the next tick
+    assert not _tick(settings, instance, DEPLOY_SENSOR, tick.cursor).run_requests
+    _bento(instance, "2013-02-04", "delay_service:v4", "4", ["champion"])
+    [later] = _tick(settings, instance, DEPLOY_SENSOR, tick.cursor).run_requests
+    assert later.run_key == "deploy:delay_service:v4"

@@ -19,6 +19,8 @@ the Bento, the model version, its MLflow run and the training data.
 """
 
 import getpass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import dagster as dg
@@ -245,7 +247,8 @@ def build_deployment_assets(
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING if sensors_running else dg.DefaultSensorStatus.STOPPED,
         description=f"Deploys a Bento as soon as {DELAY_BENTO} builds it for a version that was the"
-        " champion when it was built (one run per Bento tag: the run key dedupes across ticks).",
+        " champion when it was built (one run per Bento tag: the run key dedupes across ticks); of several"
+        " found in one tick only the newest is deployed, the older ones were superseded.",
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         cursor = int(context.cursor) if context.cursor else 0
@@ -254,29 +257,69 @@ def build_deployment_assets(
             limit=100,
             ascending=True,
         ).records
-        requests: list[dg.RunRequest] = []
+        builds: list[ChampionBuild] = []
         for record in records:
             cursor = max(cursor, record.storage_id)
             meta = record.asset_materialization.metadata if record.asset_materialization else {}
             aliases = meta.get(ALIASES_AT_BUILD)
             if aliases is None or "champion" not in (aliases.value or []):  # type: ignore[operator]
                 continue
-            tag = str(meta[BENTO_TAG].value)
-            version = str(meta[keys.MLFLOW_MODEL_VERSION].value)
-            if any(r.run_key == f"deploy:{tag}" for r in requests):
-                continue  # the same Bento built again (same content): one deployment per tag
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"deploy:{tag}",
-                    run_config=dg.RunConfig(
-                        ops={NAME: DeploymentConfig(model_version=version, requested_by=f"sensor:{SENSOR}")}
-                    ),
-                    tags={"ml_platform/bento_tag": tag, "ml_platform/model_version": version},
-                )
+            builds.append(
+                ChampionBuild(str(meta[BENTO_TAG].value), str(meta[keys.MLFLOW_MODEL_VERSION].value))
             )
+        newest, superseded = newest_champion_build(builds)
+        if superseded:
+            context.log.info(
+                f"{SENSOR}: not deploying {', '.join(f'{b.tag} (v{b.version})' for b in superseded)}:"
+                f" a newer champion's Bento, {newest.tag if newest else '?'}, was built since"
+            )
+        requests = (
+            []
+            if newest is None
+            else [
+                dg.RunRequest(
+                    run_key=f"deploy:{newest.tag}",
+                    run_config=dg.RunConfig(
+                        ops={
+                            NAME: DeploymentConfig(
+                                model_version=newest.version, requested_by=f"sensor:{SENSOR}"
+                            )
+                        }
+                    ),
+                    tags={"ml_platform/bento_tag": newest.tag, "ml_platform/model_version": newest.version},
+                )
+            ]
+        )
         return dg.SensorResult(run_requests=requests, cursor=str(cursor))
 
     return [_asset], job, _sensor
+
+
+@dataclass(frozen=True)
+class ChampionBuild:
+    """A Bento that ``delay_bento`` built while its model version was the champion."""
+
+    tag: str
+    version: str
+
+
+def newest_champion_build(
+    builds: Sequence[ChampionBuild],
+) -> tuple[ChampionBuild | None, list[ChampionBuild]]:
+    """The build to deploy of those one sensor tick found (oldest first), and the superseded ones.
+
+    Only the newest is deployed: an older champion's Bento was replaced before anything deployed it
+    (a replay, or a daemon that was down while several weeks were promoted), and deploying each in
+    turn would start a canary of every one. The same tag built again is not superseded by itself.
+    """
+    if not builds:
+        return None, []
+    newest = builds[-1]
+    superseded: list[ChampionBuild] = []
+    for build in builds[:-1]:
+        if build.tag != newest.tag and build not in superseded:
+            superseded.append(build)
+    return newest, superseded
 
 
 def _release(
