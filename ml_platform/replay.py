@@ -32,6 +32,7 @@ back from ``<storage>/replay/timeline.jsonl``.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -218,10 +219,16 @@ class Replay:
             sensor_name=sensor.name,
             resources=self.defs.resources,
         )
+        # what a tick logs at INFO (the daemon keeps it with the tick) would interleave with the
+        # timeline; the tick's outcome is printed from its result and the records it made
+        quiet = logging.root.manager.disable
+        logging.disable(logging.INFO)
         try:
             data = sensor.evaluate_tick(context)
         except Exception as exc:
             raise RuntimeError(f"replay {day}: the tick of {sensor.name} failed: {exc}") from exc
+        finally:
+            logging.disable(quiet)
         self.ticks.append(
             SensorTick(
                 day.isoformat(),
