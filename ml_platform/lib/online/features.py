@@ -20,7 +20,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -48,9 +48,6 @@ from ml_platform.lib.online.snapshot import (
     epoch_us,
     key_expr,
 )
-
-if TYPE_CHECKING:
-    from ml_platform.lib.online.store import OnlineStore
 
 TOLERANCE_US: Final = int(WEATHER_TOLERANCE.total_seconds()) * 1_000_000
 
@@ -201,7 +198,7 @@ def normalize_requests(requests: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
-def online_features(requests: pl.DataFrame, store: OnlineStore) -> pl.DataFrame:
+def online_features(requests: pl.DataFrame, store: FeatureLookup) -> pl.DataFrame:
     """The features of each request, one row per request in the same order (:data:`FEATURE_COLUMNS`).
 
     Raises:
@@ -219,7 +216,24 @@ class ServedFeatures:
     snapshot: SnapshotRef
 
 
-def served_features(requests: pl.DataFrame, store: OnlineStore) -> ServedFeatures:
+class FeatureLookup(Protocol):
+    """What :func:`online_features` and :func:`served_features` read through: an online store.
+
+    Every :class:`~ml_platform.lib.online.store.OnlineStore` is one. Declared here, not imported from
+    :mod:`.store`, because the stores import this module (the batch, the assembly): the features
+    depend on what they read through, not on the stores (no import cycle, issue #16).
+    """
+
+    def lookup(self, requests: pl.DataFrame) -> pl.DataFrame:
+        """The features of each request (:data:`FEATURE_COLUMNS`), one row per request in order."""
+        ...
+
+    def lookup_served(self, requests: pl.DataFrame) -> ServedFeatures:
+        """:meth:`lookup`'s features and the snapshot that answered them (one transaction)."""
+        ...
+
+
+def served_features(requests: pl.DataFrame, store: FeatureLookup) -> ServedFeatures:
     """:func:`online_features`, plus which snapshot answered (read in the lookup's own transaction).
 
     Raises:
