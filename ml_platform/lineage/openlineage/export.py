@@ -54,8 +54,6 @@ if TYPE_CHECKING:
     from openlineage.client.event_v2 import RunEvent
     from openlineage.client.transport import Transport
 
-    from ml_platform.settings import PlatformSettings
-
 RUN_CHUNK = 100
 _RUN_EVENT_TYPES = {
     DagsterEventType.STEP_START,
@@ -117,7 +115,7 @@ def partitions_of(
 
 def export_openlineage(
     instance: dg.DagsterInstance,
-    settings_or_config: PlatformSettings | OpenLineageConfig,
+    config: OpenLineageConfig,
     transport: Transport | None = None,
     *,
     partitions: Mapping[str, dg.PartitionsDefinition] | None = None,
@@ -130,11 +128,12 @@ def export_openlineage(
 
     Args:
         instance: The Dagster instance whose event log is exported.
-        settings_or_config: Settings (the Definitions built from them give the partitions) or a
-            ready :class:`OpenLineageConfig`.
+        config: Where and how to export (:meth:`OpenLineageConfig.from_settings`).
         transport: Where events go; default: the one the configuration names.
         partitions: Asset -> partitions definition, for the nominal time of partitions (default:
-            from the Definitions of the settings; none with a bare configuration).
+            none). The caller that has the Definitions gives them (:func:`partitions_of`: the
+            sensor its repository, ``mlp openlineage export`` the Definitions of the settings), so
+            this module never imports :mod:`ml_platform.definitions`, which imports it (issue #16).
         since_start: Export everything from the first event and leave the cursor as it is (a full
             re-export, e.g. into a new file).
         batch_size: Dagster events read and emitted per batch.
@@ -147,7 +146,7 @@ def export_openlineage(
             registry's audit log that approvals name cannot be read (nothing of that batch is emitted).
         ExportBusy: another export held the lock for ``lock_timeout_s``.
     """
-    config, partitions = _configure(settings_or_config, partitions)
+    partitions = partitions or {}
     if transport is None:
         from ml_platform.lineage.openlineage.transport import make_transport
 
@@ -172,24 +171,6 @@ def export_openlineage(
             if not since_start and summary.cursor_after > start:
                 write_cursor(config.cursor_file, config.target, summary.cursor_after, summary.events)
     return summary
-
-
-def _configure(
-    settings_or_config: PlatformSettings | OpenLineageConfig,
-    partitions: Mapping[str, dg.PartitionsDefinition] | None,
-) -> tuple[OpenLineageConfig, Mapping[str, dg.PartitionsDefinition]]:
-    if isinstance(settings_or_config, OpenLineageConfig):
-        return settings_or_config, partitions or {}
-    config = OpenLineageConfig.from_settings(settings_or_config)
-    if partitions is None:
-        import warnings
-
-        from ml_platform.definitions import build_definitions
-
-        with warnings.catch_warnings():  # Dagster's beta/preview notes about the partition mappings
-            warnings.simplefilter("ignore")
-            partitions = partitions_of(build_definitions(settings_or_config))
-    return config, partitions
 
 
 # ------------------------------------------------------------------------------------------- reading
