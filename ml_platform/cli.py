@@ -28,15 +28,14 @@ def _register_subcommands() -> None:
     from ml_platform.deploy_cli import deploy_app
 
     app.add_typer(deploy_app, name="deploy")
-    from ml_platform.lineage_cli import evidence, impact, lineage, reproduce
+    from ml_platform import lineage_cli
+    from ml_platform.cli_commands import LINEAGE_COMMANDS
 
-    app.command("lineage")(lineage)
-    app.command("impact")(impact)
-    app.command("evidence")(evidence)
+    for name in LINEAGE_COMMANDS:  # the list other modules read to know what `mlp` has
+        app.command(name)(getattr(lineage_cli, name))
     from ml_platform.openlineage_cli import openlineage_app
 
     app.add_typer(openlineage_app, name="openlineage")
-    app.command("reproduce")(reproduce)
 
 
 _register_subcommands()
